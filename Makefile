@@ -1,0 +1,68 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is set up here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The Lambda runtime's Python (python3.12): pyenv's build when present, else any python3.12.
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
+UV_VERSION := 0.13.8
+VENV := .venv
+SAM_VENV := .venv-sam
+BIN := $(VENV)/bin
+export SAM_CLI_TELEMETRY := 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install demo test lint unit integration e2e bench build clean
+
+help:
+	@echo "make demo   - set everything up and run a DEV deployment in the embedded sandbox"
+	@echo "make test   - set everything up and run every test and static check"
+	@echo "make lint   - static checks only;  make build - sam build;  make clean"
+
+$(BIN)/uv:
+	@test -n "$(PYTHON)" || { echo "python3.12 not found (install it, e.g. pyenv install 3.12)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(BIN)/uv requirements-dev.lock pyproject.toml
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+$(SAM_VENV)/.installed: $(BIN)/uv requirements-sam.lock
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(BIN)/uv pip sync --quiet --python $(SAM_VENV)/bin/python requirements-sam.lock
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	@touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m sandbox.demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/cfn-lint template.yaml target-account/*.yaml
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region af-south-1
+	$(BIN)/python -m scripts.check_asl
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest tests/unit -q
+
+# Unit tests use moto in-process, which resets the backends a sandbox serves: separate runs.
+test: install lint
+	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/integration tests/e2e -q -n 2 --dist loadfile
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench.run
+
+build: $(SAM_VENV)/.installed
+	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

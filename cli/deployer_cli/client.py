@@ -1,0 +1,180 @@
+"""Talks to a deployed bbws-deployer stack (on AWS or in a sandbox) through its public APIs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from deployer.models import DeploymentRequest, parse_event
+from deployer.records import RecordStore
+from deployer.spec import load_spec_file
+from deployer.specstore import SpecStore
+
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+class StackNotFound(Exception):
+    pass
+
+
+@dataclass
+class Stack:
+    """The deployer stack's resources, discovered from its CloudFormation outputs."""
+
+    session: boto3.Session
+    endpoint_url: str | None
+    region: str
+    outputs: dict[str, str]
+
+    @classmethod
+    def discover(cls, session: boto3.Session, stack_name: str, region: str, endpoint_url: str | None) -> Stack:
+        cfn = session.client("cloudformation", region_name=region, endpoint_url=endpoint_url)
+        try:
+            stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
+        except ClientError as exc:
+            raise StackNotFound(
+                f"stack {stack_name} not found in {region}{f' at {endpoint_url}' if endpoint_url else ''}: "
+                f"{exc.response['Error'].get('Message', exc)}"
+            ) from None
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+        return cls(session, endpoint_url, region, outputs)
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, region_name=self.region, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+
+    @property
+    def records(self) -> RecordStore:
+        table = self.session.resource("dynamodb", region_name=self.region, endpoint_url=self.endpoint_url)
+        return RecordStore(table.Table(self.outputs["RecordsTableName"]))  # type: ignore[attr-defined]
+
+    @property
+    def specs(self) -> SpecStore:
+        return SpecStore(self.client("s3"), self.outputs["SpecsBucketName"])
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.outputs["StateMachineArn"]
+
+
+def build_request(
+    environment: str,
+    requested_by: str,
+    change_ticket: str | None,
+    dry_run: bool,
+    spec_version: str | None = None,
+) -> dict[str, Any]:
+    """The execution input, validated here with the same model the state machine uses."""
+    data: dict[str, Any] = {"environment": environment, "requestedBy": requested_by, "dryRun": dry_run}
+    if change_ticket is not None:
+        data["changeTicket"] = change_ticket
+    if spec_version is not None:
+        data["specVersion"] = spec_version
+    return parse_event(DeploymentRequest, data).dump()
+
+
+def push_spec(stack: Stack, spec_dir: Path, environment: str) -> str:
+    """Validate the local spec file and store it; returns the version the deployment will pin."""
+    path = spec_dir / f"{environment}.yaml"
+    load_spec_file(path)
+    return stack.specs.put(environment, path.read_text())
+
+
+def execution_name(environment: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{environment}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def start(stack: Stack, request: dict[str, Any], name: str | None = None) -> str:
+    sfn = stack.client("stepfunctions")
+    response = sfn.start_execution(
+        stateMachineArn=stack.state_machine_arn,
+        name=name or execution_name(request["environment"]),
+        input=json.dumps(request),
+    )
+    return str(response["executionArn"])
+
+
+def history(stack: Stack, execution_arn: str) -> list[dict[str, Any]]:
+    sfn = stack.client("stepfunctions")
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def wait(
+    stack: Stack,
+    execution_arn: str,
+    on_state: Callable[[str], None] | None = None,
+    poll_seconds: float = 0.25,
+    timeout_seconds: float = 3600,
+) -> dict[str, Any]:
+    """Wait for the execution to end, reporting each state as it is entered."""
+    sfn = stack.client("stepfunctions")
+    seen = 0
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        description = sfn.describe_execution(executionArn=execution_arn)
+        if on_state is not None:
+            events = history(stack, execution_arn)
+            for event in events[seen:]:
+                if event["type"].endswith("StateEntered"):
+                    on_state(event["stateEnteredEventDetails"]["name"])
+            seen = len(events)
+        if description["status"] in TERMINAL:
+            return dict(description)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution_arn} still {description['status']} after {timeout_seconds}s")
+        time.sleep(poll_seconds)
+
+
+def summary(stack: Stack, execution_arn: str) -> dict[str, Any]:
+    """The outcome of one deployment, as `deployer run --json` prints it."""
+    sfn = stack.client("stepfunctions")
+    description = sfn.describe_execution(executionArn=execution_arn)
+    deployment_id = execution_arn.rsplit(":", 1)[1]
+    record = stack.records.get(deployment_id) or {}
+    events = history(stack, execution_arn)
+    stop = description.get("stopDate")
+    plan = record.get("plan", {})
+    status = record.get("status") or description["status"]
+    if description["status"] in ("TIMED_OUT", "ABORTED"):
+        status = "FAILED"
+    return {
+        "status": status,
+        "error": description.get("error") or record.get("error"),
+        "cause": record.get("cause"),
+        "environment": record.get("environment"),
+        "deploymentId": deployment_id,
+        "executionArn": execution_arn,
+        "executionStatus": description["status"],
+        "regions": record.get("regions", []),
+        "specVersion": record.get("specVersion"),
+        "specHash": record.get("specHash"),
+        "plan": {
+            "add": plan.get("add", 0),
+            "change": plan.get("change", 0),
+            "unchanged": plan.get("unchanged", 0),
+            "summary": plan.get("summary"),
+            "hash": plan.get("hash"),
+            "resources": plan.get("resources", []),
+        },
+        "mutatingCalls": record.get("mutatingCalls", 0),
+        "preflight": record.get("preflight", []),
+        "checks": [c for region in record.get("regions", []) for c in record.get("checks", {}).get(region, [])],
+        "stateTransitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
+        "durationSeconds": round(((stop or datetime.now(UTC)) - description["startDate"]).total_seconds(), 3),
+    }

@@ -1,0 +1,220 @@
+"""`deployer`: run, plan and inspect deployments; start a sandbox.
+
+Targets: an embedded sandbox (default), any endpoint (``--endpoint-url``, e.g. a running
+``deployer sandbox``), or real AWS (``--aws``: the standard credential chain and the
+deployed stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deployer.errors import DeployerError
+from deployer_cli import client
+from deployer_cli.client import Stack, StackNotFound
+
+DEFAULT_STACK = "bbws-deployer"
+DEFAULT_REGION = "af-south-1"
+SUCCESS = {"SUCCEEDED", "PLANNED"}
+MARKS = {"add": "+", "change": "~", "unchanged": "="}
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except OSError:
+        return "unknown"
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Stack]:
+    """The stack to talk to: real AWS, an endpoint, or a sandbox started for this command."""
+    if args.aws or args.endpoint_url:
+        session = boto3.Session(region_name=args.region)
+        if session.get_credentials() is None:
+            raise StackNotFound(
+                "no AWS credentials found; for a running sandbox export the variables `deployer sandbox` printed"
+            )
+        yield Stack.discover(session, args.stack_name, args.region, args.endpoint_url)
+        return
+    from sandbox.server import Sandbox
+
+    _progress(args, "starting an embedded sandbox (moto) ...")
+    with Sandbox(stack_name=args.stack_name, region=args.region) as sandbox:
+        yield Stack.discover(sandbox.session(), args.stack_name, args.region, sandbox.endpoint)
+
+
+def _progress(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _deploy(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
+    version = client.push_spec(stack, Path(args.spec_dir), args.env)
+    request = client.build_request(args.env, args.requested_by, args.change_ticket, dry_run, version)
+    arn = client.start(stack, request)
+    _progress(args, f"deployment {arn.rsplit(':', 1)[1]} started")
+    started = time.monotonic()
+    client.wait(stack, arn, on_state=lambda state: _progress(args, f"  {time.monotonic() - started:6.2f}s  {state}"))
+    return client.summary(stack, arn)
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    print(
+        f"{result['environment']} deployment {result['deploymentId']}: {result['status']}"
+        + (f" ({result['error']})" if result.get("error") else "")
+        + f" in {result['durationSeconds']}s, {result['stateTransitions']} state transitions"
+    )
+    if result.get("cause"):
+        print(f"  {result['cause']}")
+    plan = result["plan"]
+    if plan.get("summary"):
+        print(plan["summary"])
+    for resource in plan["resources"]:
+        print(f"  {MARKS[resource['action']]} {resource['kind']} {resource['name']} ({resource['region']})")
+        for change in resource.get("changes", []):
+            print(f"      {change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")
+    print(f"Mutating calls to target resources: {result['mutatingCalls']}")
+    for title, checks in (("Preflight", result["preflight"]), ("Checks", result["checks"])):
+        if checks:
+            failed = sum(1 for c in checks if not c["passed"])
+            print(f"{title}: {len(checks) - failed} passed, {failed} failed")
+            for c in checks:
+                mark = "ok  " if c["passed"] else "FAIL"
+                print(f"  {mark} {c['region']:<10} {c['resource']:<28} {c['name']:<26} {c['detail']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with connect(args) as stack:
+        result = _deploy(args, stack, args.dry_run)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_summary(result)
+    return 0 if result["status"] in SUCCESS else 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    args.dry_run = True
+    return cmd_run(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with connect(args) as stack:
+        result = client.summary(stack, args.execution_arn)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_summary(result)
+    return 0 if result["status"] in SUCCESS else 1
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with connect(args) as stack:
+        records = stack.records.history(args.env, args.limit)
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+        return 0
+    if not records:
+        print(f"no deployments of {args.env} yet")
+    for r in records:
+        plan = r.get("plan", {})
+        print(
+            f"{r['startedAt']}  {r['deploymentId']:<44} {r.get('status', '?'):<10} {r.get('error') or '':<18} "
+            f"by {r.get('requestedBy', '?'):<16} {plan.get('summary', '')}"
+        )
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox.server import Sandbox
+
+    with Sandbox(port=args.port, stack_name=args.stack_name, region=args.region) as sandbox:
+        info = sandbox.describe()
+        print(json.dumps(info, indent=2), flush=True)
+        creds = info["credentials"]
+        print(
+            "\n# use it from another shell:\n"
+            f"export AWS_ACCESS_KEY_ID={creds['accessKeyId']} AWS_SECRET_ACCESS_KEY={creds['secretAccessKey']} "
+            f"AWS_REGION={info['region']}\n"
+            f"deployer run --env dev --endpoint-url {info['endpoint']}",
+            file=sys.stderr,
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deployer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    target = argparse.ArgumentParser(add_help=False)
+    where = target.add_mutually_exclusive_group()
+    where.add_argument("--endpoint-url", help="AWS endpoint (e.g. a running `deployer sandbox`)")
+    where.add_argument("--aws", action="store_true", help="real AWS: standard credential chain, deployed stack")
+    target.add_argument("--stack-name", default=DEFAULT_STACK)
+    target.add_argument("--region", default=os.environ.get("AWS_REGION", DEFAULT_REGION))
+    target.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    target.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    deployment = argparse.ArgumentParser(add_help=False)
+    deployment.add_argument("--env", required=True, help="environment: the name of environments/<env>.yaml")
+    deployment.add_argument("--requested-by", default=_default_user())
+    deployment.add_argument("--change-ticket")
+    deployment.add_argument("--spec-dir", default="environments", help="where <env>.yaml is read from")
+
+    run = sub.add_parser("run", parents=[target, deployment], help="run one deployment and wait for its outcome")
+    run.add_argument("--dry-run", action="store_true", help="stop after the plan")
+    run.set_defaults(func=cmd_run)
+
+    plan = sub.add_parser("plan", parents=[target, deployment], help="plan a deployment without applying it")
+    plan.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser("status", parents=[target], help="the outcome of one deployment")
+    status.add_argument("execution_arn")
+    status.set_defaults(func=cmd_status)
+
+    hist = sub.add_parser("history", parents=[target], help="recent deployments of an environment")
+    hist.add_argument("--env", required=True)
+    hist.add_argument("--limit", type=int, default=20)
+    hist.set_defaults(func=cmd_history)
+
+    box = sub.add_parser("sandbox", help="serve a sandbox until interrupted")
+    box.add_argument("--port", type=int, default=4566)
+    box.add_argument("--stack-name", default=DEFAULT_STACK)
+    box.add_argument("--region", default=DEFAULT_REGION)
+    box.set_defaults(func=cmd_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (DeployerError, StackNotFound) as exc:
+        print(f"deployer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as exc:
+        print(f"deployer: AWS error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Domain errors. Each class name is the error name the state machine catches.
+
+Lambda reports an unhandled exception as ``errorType`` = the class name, which
+Step Functions surfaces as the error name that Retry and Catch match on. Renaming a
+class here means changing ``statemachine/deployment.asl.json`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class DeployerError(Exception):
+    """Base of every domain failure; never raised itself."""
+
+
+class InputInvalid(DeployerError):
+    """The execution input is not a valid deployment request."""
+
+
+class SpecInvalid(DeployerError):
+    """An environment spec file does not validate."""
+
+
+class SpecNotFound(DeployerError):
+    """No spec is stored for the requested environment (or version)."""
+
+
+class LockHeld(DeployerError):
+    """Another deployment holds the environment lock."""
+
+
+class PreflightFailed(DeployerError):
+    """One or more of the runbook's pre-deployment checks failed; ``checks`` holds them all."""
+
+    def __init__(self, message: str, checks: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.checks = list(checks)
+
+
+class PlanRejected(DeployerError):
+    """The plan would need a destructive change, which the deployer never makes."""
+
+
+class ProvisioningFailed(DeployerError):
+    """A resource could not be brought to its desired state."""
+
+
+class ValidationFailed(DeployerError):
+    """One or more post-deployment checks failed."""
+
+
+class TransientAwsError(DeployerError):
+    """An AWS call kept failing with a retryable error after botocore's retries."""

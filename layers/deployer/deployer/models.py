@@ -1,0 +1,95 @@
+"""Events the state machine passes to the functions, and what they return."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from deployer.errors import InputInvalid
+from deployer.spec import ENVIRONMENT_NAME
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class DeploymentRequest(Event):
+    """The execution input, as a person, CI or the CLI writes it."""
+
+    environment: Annotated[str, Field(pattern=ENVIRONMENT_NAME)]
+    requested_by: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.@+:/ -]+$")]
+    change_ticket: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    dry_run: bool = False
+    spec_version: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+
+
+class StartEvent(Event):
+    input: dict[str, Any]
+    deployment_id: Annotated[str, Field(min_length=1, max_length=80)]
+    execution_arn: str
+
+
+class PolicySummary(Event):
+    """The policy fields the state machine's Choice states branch on."""
+
+    approvals_required: int
+    lock_lease_seconds: int
+
+
+class DeploymentContext(Event):
+    """``$.deployment``: what every later state needs to know about this deployment."""
+
+    deployment_id: str
+    execution_arn: str
+    environment: str
+    requested_by: str
+    change_ticket: str | None
+    dry_run: bool
+    spec_version: str
+    spec_hash: str
+    account: str
+    regions: list[str]
+    policy: PolicySummary
+
+
+class DeploymentEvent(Event):
+    deployment: DeploymentContext
+
+
+class RegionEvent(Event):
+    deployment: DeploymentContext
+    region: str
+
+
+class StepError(Event):
+    """What a Catch puts at ``$.error``."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    error: Annotated[str, Field(alias="Error")]
+    cause: Annotated[str, Field(alias="Cause")] = ""
+
+
+class OutcomeEvent(Event):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    deployment_id: str
+    execution_arn: str
+    input: dict[str, Any] = {}
+    deployment: DeploymentContext | None = None
+    status: Literal["SUCCEEDED", "FAILED", "PLANNED"]
+    error: StepError | None = None
+
+
+def parse_event[M: Event](model: type[M], event: Any) -> M:
+    """Validate an event, naming every offending field in one InputInvalid."""
+    try:
+        return model.model_validate(event)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(input)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InputInvalid(f"invalid {model.__name__}: {problems}") from None

@@ -1,0 +1,202 @@
+"""One function per state of the deployment state machine; handlers only adapt to them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from deployer.aws import TargetSession, assume_role, transient_errors
+from deployer.checks import CheckResult, raise_if_failed, validate_region
+from deployer.errors import PreflightFailed
+from deployer.models import (
+    DeploymentContext,
+    DeploymentEvent,
+    DeploymentRequest,
+    OutcomeEvent,
+    PolicySummary,
+    RegionEvent,
+    StartEvent,
+    parse_event,
+)
+from deployer.plan import apply_region, plan_environment
+from deployer.preflight import run_preflight
+from deployer.records import iso
+from deployer.spec import EnvironmentSpec
+from deployer.tooling import Tooling
+
+OUTCOME_DETAIL_TYPES = {
+    "SUCCEEDED": "Deployment Succeeded",
+    "FAILED": "Deployment Failed",
+    "PLANNED": "Deployment Planned",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _target(tooling: Tooling, spec: EnvironmentSpec, deployment_id: str) -> TargetSession:
+    return assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment_id}")
+
+
+def _spec(tooling: Tooling, deployment: DeploymentContext) -> EnvironmentSpec:
+    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
+    return spec
+
+
+def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Validate the execution input, pin the spec version and open the deployment record."""
+    start_event = parse_event(StartEvent, event)
+    request = parse_event(DeploymentRequest, start_event.input)
+    spec, version = tooling.specs.get(request.environment, request.spec_version)
+    context = DeploymentContext(
+        deployment_id=start_event.deployment_id,
+        execution_arn=start_event.execution_arn,
+        environment=request.environment,
+        requested_by=request.requested_by,
+        change_ticket=request.change_ticket,
+        dry_run=request.dry_run,
+        spec_version=version,
+        spec_hash=spec.spec_hash(),
+        account=spec.account,
+        regions=spec.regions.all(),
+        policy=PolicySummary(
+            approvals_required=spec.policy.approvals.required,
+            lock_lease_seconds=spec.policy.lock_lease_minutes * 60,
+        ),
+    )
+    tooling.records.create(
+        context.deployment_id,
+        context.environment,
+        _now(),
+        {
+            "executionArn": context.execution_arn,
+            "requestedBy": context.requested_by,
+            "changeTicket": context.change_ticket,
+            "dryRun": context.dry_run,
+            "specVersion": version,
+            "specHash": context.spec_hash,
+            "resourcesHash": spec.resources_hash(),
+            "account": spec.account,
+            "regions": context.regions,
+            "input": start_event.input,
+        },
+    )
+    return context.dump()
+
+
+def acquire_lock(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    deployment = parse_event(DeploymentEvent, event).deployment
+    return tooling.records.acquire_lock(
+        deployment.environment,
+        deployment.deployment_id,
+        deployment.requested_by,
+        deployment.policy.lock_lease_seconds,
+        _now(),
+    )
+
+
+def release_lock(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    deployment = parse_event(DeploymentEvent, event).deployment
+    released = tooling.records.release_lock(deployment.environment, deployment.deployment_id)
+    return {"released": released}
+
+
+def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Runbook section 3: identity, change ticket, approvals, bucket names, table backups."""
+    deployment = parse_event(DeploymentEvent, event).deployment
+    spec = _spec(tooling, deployment)
+    target = _target(tooling, spec, deployment.deployment_id)
+    with transient_errors():
+        account = target.client("sts", spec.regions.primary).get_caller_identity()["Account"]
+    try:
+        checks = run_preflight(target, account, spec, deployment.change_ticket, _now())
+    except PreflightFailed as exc:
+        tooling.records.update(deployment.deployment_id, _now(), {"preflight": _checks(exc.checks)})
+        raise
+    tooling.records.update(deployment.deployment_id, _now(), {"preflight": _checks(checks)})
+    return {"passed": len(checks)}
+
+
+def plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Diff desired with actual in every region and record the prior state of what will change."""
+    deployment = parse_event(DeploymentEvent, event).deployment
+    spec = _spec(tooling, deployment)
+    result = plan_environment(_target(tooling, spec, deployment.deployment_id), spec)
+    prior = {f"{r.region}/{r.kind}/{r.name}": r.prior for r in result.resources if r.action != "unchanged"}
+    summary = result.to_dict()
+    tooling.records.update(deployment.deployment_id, _now(), {"plan": summary, "priorState": prior})
+    return {key: summary[key] for key in ("add", "change", "unchanged", "hash", "summary")}
+
+
+def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Apply one region idempotently; only what the fresh plan says differs is touched."""
+    region_event = parse_event(RegionEvent, event)
+    deployment, region = region_event.deployment, region_event.region
+    spec = _spec(tooling, deployment)
+    target = _target(tooling, spec, deployment.deployment_id)
+    applied = apply_region(target, spec, region, tooling.wait)
+    result = {
+        "resources": [{"kind": r.kind, "name": r.name, "action": r.action} for r in applied],
+        "mutatingCalls": target.log.mutating,
+        "apiCalls": target.log.as_dict(),
+    }
+    tooling.records.merge_region(deployment.deployment_id, "provisioned", region, result, target.log.mutating)
+    return {"region": region, "mutatingCalls": target.log.mutating}
+
+
+def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Runbook section 7: every check reported on its own; any failure fails the deployment."""
+    region_event = parse_event(RegionEvent, event)
+    deployment, region = region_event.deployment, region_event.region
+    spec = _spec(tooling, deployment)
+    target = _target(tooling, spec, deployment.deployment_id)
+    results = validate_region(target, spec, region, deployment.deployment_id)
+    tooling.records.merge_region(deployment.deployment_id, "checks", region, _checks(results))
+    raise_if_failed(results)
+    return {"region": region, "passed": len(results)}
+
+
+def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Close the record with the outcome; returns the detail of the outcome event."""
+    outcome = parse_event(OutcomeEvent, event)
+    fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(_now())}
+    if outcome.error:
+        fields["error"] = outcome.error.error
+        fields["cause"] = _cause_message(outcome.error.cause)
+    if outcome.deployment is None:
+        # The input never validated, so no record exists yet: open one to hold the failure.
+        environment = str(outcome.input.get("environment", "unknown"))[:32]
+        tooling.records.create(
+            outcome.deployment_id,
+            environment,
+            _now(),
+            {"executionArn": outcome.execution_arn, "input": outcome.input},
+        )
+    tooling.records.update(outcome.deployment_id, _now(), fields)
+    record = tooling.records.get(outcome.deployment_id) or {}
+    return {
+        "detailType": OUTCOME_DETAIL_TYPES[outcome.status],
+        "deploymentId": outcome.deployment_id,
+        "executionArn": outcome.execution_arn,
+        "environment": record.get("environment"),
+        "status": outcome.status,
+        "error": fields.get("error"),
+        "cause": fields.get("cause"),
+        "plan": {k: record.get("plan", {}).get(k) for k in ("add", "change", "unchanged", "hash")},
+        "mutatingCalls": record.get("mutatingCalls", 0),
+    }
+
+
+def _checks(results: list[CheckResult]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in results]
+
+
+def _cause_message(cause: str) -> str:
+    """A Lambda error's Cause is its JSON payload; keep just the message."""
+    try:
+        payload = json.loads(cause)
+    except ValueError:
+        return cause
+    return str(payload.get("errorMessage", cause)) if isinstance(payload, dict) else cause

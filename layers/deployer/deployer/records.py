@@ -1,0 +1,180 @@
+"""The records table: one item per deployment, one lock item per environment.
+
+Single-table layout (pk, sk):
+- ``DEPLOYMENT#<id>`` / ``RECORD``: the deployment record; ``gsi1pk = ENV#<env>`` and
+  ``gsi1sk = <startedAt>#<id>`` list an environment's history newest first.
+- ``LOCK#<env>`` / ``LOCK``: the environment lock, a lease that expires.
+
+Structured fields (plan, prior state, checks) are stored as JSON strings: DynamoDB
+would turn their numbers into Decimals and their size is bounded by the plan anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deployer.aws import error_code, transient_errors
+from deployer.errors import LockHeld
+
+JSON_FIELDS = ("plan", "priorState", "preflight", "input")
+# Per-region results: a map of region -> JSON string, so regions write without racing.
+REGION_FIELDS = ("checks", "provisioned")
+HISTORY_INDEX = "gsi1"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _deployment_key(deployment_id: str) -> dict[str, str]:
+    return {"pk": f"DEPLOYMENT#{deployment_id}", "sk": "RECORD"}
+
+
+def _lock_key(environment: str) -> dict[str, str]:
+    return {"pk": f"LOCK#{environment}", "sk": "LOCK"}
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v, sort_keys=True) if k in JSON_FIELDS else v for k, v in fields.items()}
+
+
+def _decode(item: dict[str, Any]) -> dict[str, Any]:
+    record = {k: v for k, v in item.items() if k not in ("pk", "sk", "gsi1pk", "gsi1sk")}
+    for name in JSON_FIELDS:
+        if isinstance(record.get(name), str):
+            record[name] = json.loads(record[name])
+    for name in REGION_FIELDS:
+        if isinstance(record.get(name), dict):
+            record[name] = {region: json.loads(v) for region, v in record[name].items()}
+    for name in ("mutatingCalls", "lockExpiresAt"):
+        if name in record:
+            record[name] = int(record[name])
+    return record
+
+
+@dataclass
+class RecordStore:
+    """Reads and writes deployment records and locks; ``table`` is a boto3 Table resource."""
+
+    table: Any
+
+    def create(self, deployment_id: str, environment: str, started_at: datetime, fields: dict[str, Any]) -> None:
+        """Create the record; a retried call for the same deployment keeps the first one."""
+        item = {
+            **_deployment_key(deployment_id),
+            "gsi1pk": f"ENV#{environment}",
+            "gsi1sk": f"{iso(started_at)}#{deployment_id}",
+            "deploymentId": deployment_id,
+            "environment": environment,
+            "status": "RUNNING",
+            "startedAt": iso(started_at),
+            "updatedAt": iso(started_at),
+            "mutatingCalls": 0,
+            **{name: {} for name in REGION_FIELDS},
+            **_encode(fields),
+        }
+        try:
+            with transient_errors():
+                self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def update(self, deployment_id: str, now: datetime, fields: dict[str, Any]) -> None:
+        values = {**_encode(fields), "updatedAt": iso(now)}
+        names = {f"#f{i}": k for i, k in enumerate(values)}
+        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
+        with transient_errors():
+            self.table.update_item(
+                Key=_deployment_key(deployment_id),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(values.values())},
+            )
+
+    def merge_region(self, deployment_id: str, field: str, region: str, value: Any, mutating_calls: int = 0) -> None:
+        """Record one region's result under ``field`` without touching other regions'."""
+        assert field in REGION_FIELDS
+        with transient_errors():
+            self.table.update_item(
+                Key=_deployment_key(deployment_id),
+                UpdateExpression="SET #f.#r = :v ADD mutatingCalls :n",
+                ExpressionAttributeNames={"#f": field, "#r": region},
+                ExpressionAttributeValues={":v": json.dumps(value, sort_keys=True), ":n": mutating_calls},
+            )
+
+    def get(self, deployment_id: str) -> dict[str, Any] | None:
+        with transient_errors():
+            item = self.table.get_item(Key=_deployment_key(deployment_id), ConsistentRead=True).get("Item")
+        return _decode(item) if item else None
+
+    def history(self, environment: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The environment's most recent deployments, newest first."""
+        with transient_errors():
+            items = self.table.query(
+                IndexName=HISTORY_INDEX,
+                KeyConditionExpression="gsi1pk = :pk",
+                ExpressionAttributeValues={":pk": f"ENV#{environment}"},
+                ScanIndexForward=False,
+                Limit=limit,
+            )["Items"]
+        return [_decode(i) for i in items]
+
+    def acquire_lock(
+        self, environment: str, deployment_id: str, requested_by: str, lease_seconds: int, now: datetime
+    ) -> dict[str, Any]:
+        """Take the environment's lease, or raise LockHeld naming who holds it.
+
+        Re-entrant for the same deployment (a retried state), and a lease past its
+        expiry is free to take, so a crashed deployment never blocks an environment forever.
+        """
+        epoch = int(now.timestamp())
+        item = {
+            **_lock_key(environment),
+            "deploymentId": deployment_id,
+            "requestedBy": requested_by,
+            "acquiredAt": iso(now),
+            "lockExpiresAt": epoch + lease_seconds,
+        }
+        try:
+            with transient_errors():
+                self.table.put_item(
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk) OR lockExpiresAt < :now OR deploymentId = :me",
+                    ExpressionAttributeValues={":now": epoch, ":me": deployment_id},
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            holder = self.lock_holder(environment) or {}
+            raise LockHeld(
+                f"environment {environment} is locked by deployment {holder.get('deploymentId', '?')} "
+                f"(requested by {holder.get('requestedBy', '?')}) until "
+                f"{iso(datetime.fromtimestamp(int(holder.get('lockExpiresAt', 0)), UTC))}"
+            ) from None
+        return _decode(item)
+
+    def lock_holder(self, environment: str) -> dict[str, Any] | None:
+        with transient_errors():
+            item = self.table.get_item(Key=_lock_key(environment), ConsistentRead=True).get("Item")
+        return _decode(item) if item else None
+
+    def release_lock(self, environment: str, deployment_id: str) -> bool:
+        """Release the lease if this deployment holds it; another holder's lease is left alone."""
+        try:
+            with transient_errors():
+                self.table.delete_item(
+                    Key=_lock_key(environment),
+                    ConditionExpression="deploymentId = :me",
+                    ExpressionAttributeValues={":me": deployment_id},
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True

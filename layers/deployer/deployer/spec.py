@@ -1,0 +1,278 @@
+"""Environment specifications: the desired infrastructure and policy of one environment.
+
+A spec is data (``environments/<env>.yaml``). Everything that differs between dev,
+sit and prod lives here, so code and the state machine branch on these fields and
+never on an environment's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from deployer.errors import SpecInvalid
+
+ENVIRONMENT_NAME = r"^[a-z][a-z0-9-]{1,31}$"
+ACCOUNT_ID = r"^[0-9]{12}$"
+REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]$"
+BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3")
+TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
+ATTRIBUTE_NAME = r"^[A-Za-z0-9_.-]{1,255}$"
+TAG_KEY = r"^[\w .:/=+@-]{1,128}$"
+
+
+def _no_aws_prefix(tags: dict[str, str]) -> dict[str, str]:
+    reserved = sorted(k for k in tags if k.lower().startswith("aws:"))
+    if reserved:
+        raise ValueError(f"tag keys starting with 'aws:' are reserved: {', '.join(reserved)}")
+    return tags
+
+
+class Model(BaseModel):
+    """Strict camelCase model: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+Tags = Annotated[
+    dict[Annotated[str, Field(pattern=TAG_KEY)], Annotated[str, Field(max_length=256)]],
+    AfterValidator(_no_aws_prefix),
+]
+
+
+class PublicAccessBlock(Model):
+    block_public_acls: bool = True
+    ignore_public_acls: bool = True
+    block_public_policy: bool = True
+    restrict_public_buckets: bool = True
+
+    def to_aws(self) -> dict[str, bool]:
+        return {
+            "BlockPublicAcls": self.block_public_acls,
+            "IgnorePublicAcls": self.ignore_public_acls,
+            "BlockPublicPolicy": self.block_public_policy,
+            "RestrictPublicBuckets": self.restrict_public_buckets,
+        }
+
+
+class Encryption(Model):
+    algorithm: Literal["AES256", "aws:kms"] = "AES256"
+    kms_key_id: str | None = None
+    bucket_key_enabled: bool = False
+
+    @model_validator(mode="after")
+    def _kms_key_only_with_kms(self) -> Encryption:
+        if self.kms_key_id and self.algorithm != "aws:kms":
+            raise ValueError("kmsKeyId is only allowed with algorithm aws:kms")
+        return self
+
+
+class Bucket(Model):
+    name: Annotated[str, Field(pattern=BUCKET_NAME)]
+    region: Literal["primary", "failover"] = "primary"
+    versioning: bool = True
+    public_access_block: PublicAccessBlock = PublicAccessBlock()
+    encryption: Encryption = Encryption()
+    tags: Tags = {}
+
+    @field_validator("name")
+    @classmethod
+    def _s3_naming_rules(cls, value: str) -> str:
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value) or ".." in value:
+            raise ValueError("bucket names may not look like an IP address or contain '..'")
+        if value.startswith(RESERVED_BUCKET_PREFIXES) or value.endswith(RESERVED_BUCKET_SUFFIXES):
+            raise ValueError("bucket name uses a prefix or suffix that S3 reserves")
+        return value
+
+
+class KeyAttribute(Model):
+    name: Annotated[str, Field(pattern=ATTRIBUTE_NAME)]
+    type: Literal["S", "N", "B"] = "S"
+
+
+class Table(Model):
+    name: Annotated[str, Field(pattern=TABLE_NAME)]
+    region: Literal["primary", "failover"] = "primary"
+    partition_key: KeyAttribute
+    sort_key: KeyAttribute | None = None
+    billing_mode: Literal["PAY_PER_REQUEST"] = "PAY_PER_REQUEST"
+    ttl_attribute: Annotated[str, Field(pattern=ATTRIBUTE_NAME)] | None = None
+    point_in_time_recovery: bool = True
+    tags: Tags = {}
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> Table:
+        if self.sort_key and self.sort_key.name == self.partition_key.name:
+            raise ValueError("sortKey must differ from partitionKey")
+        return self
+
+
+class Regions(Model):
+    primary: Annotated[str, Field(pattern=REGION)]
+    failover: Annotated[str, Field(pattern=REGION)] | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Regions:
+        if self.failover == self.primary:
+            raise ValueError("failover region must differ from the primary region")
+        return self
+
+    def all(self) -> list[str]:
+        """Regions in deployment order (failover first, so replication targets exist)."""
+        return [r for r in (self.failover, self.primary) if r]
+
+    def resolve(self, role: Literal["primary", "failover"]) -> str:
+        region = self.primary if role == "primary" else self.failover
+        if region is None:
+            raise ValueError("no failover region is configured")
+        return region
+
+
+class Approvals(Model):
+    required: Annotated[int, Field(ge=0, le=10)] = 0
+
+
+class ChangeTicketPolicy(Model):
+    required: bool = False
+    pattern: str = r"^[A-Z][A-Z0-9]+-[0-9]+$"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class BackupPolicy(Model):
+    # An existing table passes preflight with PITR on, or a backup no older than this.
+    max_age_hours: Annotated[int, Field(ge=1, le=24 * 35)] = 24
+
+
+class Policy(Model):
+    approvals: Approvals = Approvals()
+    change_ticket: ChangeTicketPolicy = ChangeTicketPolicy()
+    backup: BackupPolicy = BackupPolicy()
+    lock_lease_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 120
+
+
+class Resources(Model):
+    buckets: list[Bucket] = []
+    tables: list[Table] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Resources:
+        for kind, names in (
+            ("bucket", [b.name for b in self.buckets]),
+            ("table", [t.name for t in self.tables]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")
+        return self
+
+
+class EnvironmentSpec(Model):
+    environment: Annotated[str, Field(pattern=ENVIRONMENT_NAME)]
+    account: Annotated[str, Field(pattern=ACCOUNT_ID)]
+    deployment_role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$")]
+    regions: Regions
+    policy: Policy = Policy()
+    tags: Tags = {}
+    resources: Resources
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnvironmentSpec:
+        role_account = self.deployment_role_arn.split(":")[4]
+        if role_account != self.account:
+            raise ValueError(
+                f"deploymentRoleArn is in account {role_account}, not the environment's account {self.account}"
+            )
+        if not self.regions.failover:
+            resources: list[Bucket | Table] = [*self.resources.buckets, *self.resources.tables]
+            stray = [r.name for r in resources if r.region == "failover"]
+            if stray:
+                raise ValueError(
+                    f"resources placed in the failover region, which is not configured: {', '.join(stray)}"
+                )
+        if not self.resources.buckets and not self.resources.tables:
+            raise ValueError("resources must declare at least one bucket or table")
+        return self
+
+    def region_of(self, resource: Bucket | Table) -> str:
+        return self.regions.resolve(resource.region)
+
+    def buckets_in(self, region: str) -> list[Bucket]:
+        return [b for b in self.resources.buckets if self.region_of(b) == region]
+
+    def tables_in(self, region: str) -> list[Table]:
+        return [t for t in self.resources.tables if self.region_of(t) == region]
+
+    def tags_for(self, resource: Bucket | Table) -> dict[str, str]:
+        """Environment-wide tags overlaid with the resource's own."""
+        return {**self.tags, **resource.tags}
+
+    def resources_hash(self) -> str:
+        """A stable hash of the desired resources (not of policy), for audit and promotion."""
+        return _hash(self.resources.model_dump(mode="json", by_alias=True))
+
+    def spec_hash(self) -> str:
+        return _hash(self.model_dump(mode="json", by_alias=True))
+
+
+def _hash(data: Any) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def parse_spec(text: str, source: str, expected_environment: str | None = None) -> EnvironmentSpec:
+    """Parse and validate a spec's YAML text; ``source`` names it in error messages.
+
+    Raises SpecInvalid with one line per problem: ``<source>: <field>: <what is wrong>``.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecInvalid(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecInvalid(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        spec = EnvironmentSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {_location(err['loc'])}: {message}")
+        raise SpecInvalid("\n".join(lines)) from None
+    if expected_environment is not None and spec.environment != expected_environment:
+        raise SpecInvalid(
+            f"{source}: environment: is {spec.environment!r} but the file is for {expected_environment!r}"
+        )
+    return spec
+
+
+def load_spec_file(path: Path) -> EnvironmentSpec:
+    """Load ``environments/<env>.yaml``; the file's stem must match its ``environment``."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecInvalid(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_spec(text, str(path), expected_environment=path.stem)

@@ -1,0 +1,232 @@
+"""Lambda invocations for the sandbox: warm worker processes, Lambda's wire format.
+
+Isolation choice: a warm worker process per function (more when invocations overlap),
+not a lock around an ``os.environ`` swap. Lambda gives each function its own container
+with its own environment variables and module state; a process gives the same, lets
+invocations of different functions run at once (the state machine's Map states and
+two concurrent deployments do), and a handler can never see the sandbox's moto
+objects or another function's variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote
+
+from werkzeug.wrappers import Request, Response
+
+WORKER = Path(__file__).with_name("lambda_worker.py")
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
+MAX_WORKERS_PER_FUNCTION = 4
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    name: str
+    arn: str
+    handler: str
+    code_dir: Path
+    layer_dirs: tuple[Path, ...]
+    environment: dict[str, str]
+    timeout_seconds: int
+    memory_mb: int
+
+
+class InvocationTimeout(Exception):
+    pass
+
+
+@dataclass
+class Worker:
+    config: FunctionConfig
+    process: subprocess.Popen[str]
+    responses: IO[str]
+    init_seconds: float
+
+    @classmethod
+    def start(cls, config: FunctionConfig, base_env: dict[str, str], log: IO[str]) -> Worker:
+        read_fd, write_fd = os.pipe()
+        env = {
+            **base_env,
+            **config.environment,
+            "AWS_LAMBDA_FUNCTION_NAME": config.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "SANDBOX_FUNCTION_ARN": config.arn,
+            "SANDBOX_RESPONSE_FD": str(write_fd),
+            "SANDBOX_PYTHONPATH": os.pathsep.join(str(p) for p in (config.code_dir, *config.layer_dirs)),
+            "_HANDLER": config.handler,
+            "PYTHONUNBUFFERED": "1",
+        }
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and worker script
+            [sys.executable, "-I", str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=config.code_dir,
+            text=True,
+            pass_fds=(write_fd,),
+        )
+        os.close(write_fd)
+        responses = os.fdopen(read_fd, "r")
+        ready = responses.readline()
+        if not ready:
+            process.wait()
+            raise RuntimeError(f"function {config.name} failed to initialise; see its log")
+        return cls(config, process, responses, float(json.loads(ready)["initSeconds"]))
+
+    def invoke(self, payload: Any, request_id: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        deadline = time.time() + self.config.timeout_seconds
+        self.process.stdin.write(json.dumps({"payload": payload, "requestId": request_id, "deadline": deadline}) + "\n")
+        self.process.stdin.flush()
+        timer = threading.Timer(self.config.timeout_seconds, self.process.kill)
+        timer.start()
+        try:
+            line = self.responses.readline()
+        finally:
+            timer.cancel()
+        if not line:
+            self.stop()
+            raise InvocationTimeout(f"Task timed out after {self.config.timeout_seconds:.2f} seconds")
+        return dict(json.loads(line))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.responses.close()
+        if self.process.stdin:
+            self.process.stdin.close()
+
+
+@dataclass
+class LambdaRuntime:
+    """Runs registered functions; answers Lambda's Invoke API for them."""
+
+    base_env: dict[str, str]
+    log_dir: Path
+    functions: dict[str, FunctionConfig] = field(default_factory=dict)
+    _idle: dict[str, list[Worker]] = field(default_factory=dict)
+    _busy: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+    _paused: set[str] = field(default_factory=set)
+
+    @contextmanager
+    def paused(self, function_name: str) -> Iterator[None]:
+        """Hold every invocation of one function until the block ends (a slow AWS, for tests)."""
+        with self._lock:
+            self._paused.add(function_name)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._paused.discard(function_name)
+                self._lock.notify_all()
+
+    def register(self, config: FunctionConfig) -> None:
+        self.functions[config.name] = config
+
+    def resolve(self, identifier: str) -> FunctionConfig | None:
+        """A function by name, ARN or partial ARN, qualifier ignored."""
+        name = unquote(identifier)
+        if name.startswith("arn:"):
+            name = name.split(":")[6]
+        elif ":function:" in name:
+            name = name.split(":function:")[1]
+        return self.functions.get(name.split(":")[0])
+
+    def _checkout(self, config: FunctionConfig) -> Worker:
+        with self._lock:
+            while config.name in self._paused:
+                self._lock.wait()
+            while True:
+                idle = self._idle.setdefault(config.name, [])
+                if idle:
+                    worker = idle.pop()
+                    break
+                if self._busy.get(config.name, 0) < MAX_WORKERS_PER_FUNCTION:
+                    worker = None
+                    break
+                self._lock.wait()
+            self._busy[config.name] = self._busy.get(config.name, 0) + 1
+        if worker is None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.log_dir / f"{config.name}.log").open("a")
+            try:
+                worker = Worker.start(config, self.base_env, log)
+            except BaseException:
+                self._checkin(config, None)
+                raise
+            finally:
+                log.close()
+        return worker
+
+    def _checkin(self, config: FunctionConfig, worker: Worker | None) -> None:
+        with self._lock:
+            self._busy[config.name] -= 1
+            if worker is not None and worker.process.poll() is None:
+                self._idle.setdefault(config.name, []).append(worker)
+            self._lock.notify_all()
+
+    def invoke(self, config: FunctionConfig, payload: Any) -> tuple[dict[str, Any], bool]:
+        """Run one invocation; returns (payload, errored) as Lambda would answer it."""
+        request_id = str(uuid.uuid4())
+        worker = self._checkout(config)
+        started = time.perf_counter()
+        try:
+            answer = worker.invoke(payload, request_id)
+        except InvocationTimeout as exc:
+            answer = {"error": {"errorType": "Sandbox.Timedout", "errorMessage": str(exc)}}
+            worker = None  # type: ignore[assignment]
+        finally:
+            self._checkin(config, worker)
+        self.invocations.append(
+            {"function": config.name, "seconds": time.perf_counter() - started, "error": "error" in answer}
+        )
+        if "error" in answer:
+            return answer["error"], True
+        return json.loads(answer["result"]), False
+
+    def wsgi(self, request: Request) -> Response | None:
+        """Lambda's Invoke API for a registered function; None lets moto answer."""
+        match = INVOKE_PATH.match(request.path)
+        if request.method != "POST" or not match:
+            return None
+        config = self.resolve(match.group("function"))
+        if config is None:
+            return None
+        invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        body = request.get_data()
+        payload = json.loads(body) if body else {}
+        if invocation_type == "DryRun":
+            return Response(status=204)
+        if invocation_type == "Event":
+            threading.Thread(target=self.invoke, args=(config, payload), daemon=True).start()
+            return Response(status=202)
+        result, errored = self.invoke(config, payload)
+        headers = {"X-Amz-Executed-Version": "$LATEST", "Content-Type": "application/json"}
+        if errored:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+        return Response(json.dumps(result), status=200, headers=headers)
+
+    def stop(self) -> None:
+        with self._lock:
+            workers = [w for ws in self._idle.values() for w in ws]
+            self._idle.clear()
+        for worker in workers:
+            worker.stop()

@@ -1,0 +1,70 @@
+"""A warm Lambda "container": one process that imports one function and runs its invocations.
+
+Started by ``sandbox.lambda_runtime`` with the function's environment variables as its
+own ``os.environ`` and ``sys.path`` = the function's code + its layers, as Lambda lays
+out /var/task and /opt/python. Requests arrive as JSON lines on stdin; answers go to
+the file descriptor named by ``SANDBOX_RESPONSE_FD``. The handler's own stdout and
+stderr (prints, Powertools logs and EMF metrics) go to the function's log file, as
+they would go to CloudWatch Logs.
+
+This file is run as a script, not imported: it must not import anything of the
+sandbox, so the function sees only what Lambda would give it.
+"""
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from typing import Any
+
+
+class Context:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    def __init__(self, request_id: str, deadline: float) -> None:
+        self.aws_request_id = request_id
+        self.function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = os.environ["SANDBOX_FUNCTION_ARN"]
+        self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = f"sandbox/{os.getpid()}"
+        self._deadline = deadline
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.time()) * 1000))
+
+
+def main() -> None:
+    responses = os.fdopen(int(os.environ["SANDBOX_RESPONSE_FD"]), "w", buffering=1)
+    os.dup2(2, 1)  # the handler's stdout goes where its logs go
+    sys.path[:0] = os.environ["SANDBOX_PYTHONPATH"].split(os.pathsep)
+    module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
+    started = time.perf_counter()
+    handler = getattr(importlib.import_module(module_name), function_name)
+    responses.write(json.dumps({"ready": True, "initSeconds": time.perf_counter() - started}) + "\n")
+    for line in sys.stdin:
+        request = json.loads(line)
+        context = Context(request.get("requestId") or str(uuid.uuid4()), request["deadline"])
+        answer: dict[str, Any]
+        try:
+            result = handler(request["payload"], context)
+            answer = {"result": json.dumps(result)}
+        except Exception as exc:
+            answer = {
+                "error": {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_tb(exc.__traceback__),
+                }
+            }
+            traceback.print_exc()
+        sys.stdout.flush()
+        responses.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    main()

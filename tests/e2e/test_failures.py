@@ -1,0 +1,179 @@
+"""Failure paths: every one is recorded, releases the lock and ends with the domain error's name."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from tests.sandbox_fixtures import TARGET_ACCOUNTS, Deployments, EventCapture
+
+
+def _wait_for_state(deployments: Deployments, execution_arn: str, state: str) -> None:
+    deadline = time.monotonic() + 60
+    while state not in deployments.states_entered(execution_arn):
+        assert time.monotonic() < deadline, f"{execution_arn} never entered {state}"
+        time.sleep(0.05)
+
+
+def test_concurrent_deployment_of_one_environment_fails_with_lock_held(deployments: Deployments) -> None:
+    # GIVEN a DEV deployment that is provisioning (held there by a slow provisioning function)
+    provision = f"{deployments.sandbox.stack_name}-provision"
+    with deployments.sandbox.runtime.paused(provision):  # type: ignore[union-attr]
+        first = deployments.start("dev", requested_by="first")
+        _wait_for_state(deployments, first, "ProvisionRegion")
+        # WHEN a second DEV deployment starts
+        second = deployments.finish(deployments.start("dev", requested_by="second"))
+    first_result = deployments.finish(first)
+
+    # THEN the second fails with LockHeld naming the holder, and the first is unaffected
+    assert second["status"] == "FAILED"
+    assert second["error"] == "LockHeld"
+    assert first_result["deploymentId"] in second["cause"]
+    assert "first" in second["cause"]
+    assert "Preflight" not in deployments.states_entered(second["executionArn"])
+    assert first_result["status"] == "SUCCEEDED"
+    assert deployments.stack.records.lock_holder("dev") is None
+
+
+def test_stale_lock_lease_expires(deployments: Deployments) -> None:
+    # GIVEN a lock left behind by a crashed deployment whose lease has run out
+    from datetime import UTC, datetime, timedelta
+
+    records = deployments.stack.records
+    records.acquire_lock("dev", "crashed-deployment", "ghost", 60, datetime.now(UTC) - timedelta(hours=2))
+    # WHEN a new DEV deployment runs
+    result = deployments.run("dev")
+    # THEN it takes the expired lease and succeeds
+    assert result["status"] == "SUCCEEDED", result
+    assert records.lock_holder("dev") is None
+
+
+def test_failing_check_fails_the_deployment_and_releases_the_lock(
+    deployments: Deployments, bus_events: EventCapture
+) -> None:
+    # GIVEN an environment whose existing bucket has a policy denying object writes
+    bucket = "bbws-e2e-denied-bucket"
+    deployments.spec(
+        "e2e-denied",
+        resources={"buckets": [{"name": bucket}]},
+    )
+    s3 = deployments.target_client("s3")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "af-south-1"})
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/*",
+                    }
+                ],
+            }
+        ),
+    )
+
+    # WHEN it is deployed
+    result = deployments.run("e2e-denied")
+
+    # THEN the write check fails, the deployment fails with ValidationFailed naming it, and the lock is free
+    assert result["status"] == "FAILED"
+    assert result["error"] == "ValidationFailed"
+    failed = [c for c in result["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["bucket.write-read-delete"]
+    assert re.search("AccessDenied|Forbidden", failed[0]["detail"])
+    assert "bucket.write-read-delete" in result["cause"]
+    assert any(c["passed"] for c in result["checks"])  # the other checks still ran
+    assert deployments.stack.records.lock_holder("e2e-denied") is None
+    events = bus_events.for_deployment(result["deploymentId"])
+    assert [e["detail-type"] for e in events] == ["Deployment Started", "Deployment Failed"]
+    assert events[1]["detail"]["error"] == "ValidationFailed"
+
+
+def test_bucket_owned_by_another_account_fails_preflight_naming_it(deployments: Deployments) -> None:
+    # GIVEN a bucket name already taken in the SIT account
+    bucket = "bbws-e2e-taken-bucket"
+    deployments.target_client("s3", account=TARGET_ACCOUNTS["sit"]).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "af-south-1"}
+    )
+    deployments.spec(
+        "e2e-taken",
+        resources={
+            "buckets": [{"name": bucket}],
+            "tables": [{"name": "Site-E2E-Taken", "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+
+    # WHEN a DEV-account environment that wants that name is deployed
+    result = deployments.run("e2e-taken")
+
+    # THEN preflight fails naming the bucket, and nothing was created
+    assert result["status"] == "FAILED"
+    assert result["error"] == "PreflightFailed"
+    assert f"bucket {bucket} exists in another AWS account" in result["cause"]
+    failed = [c for c in result["preflight"] if not c["passed"]]
+    assert [(c["name"], c["resource"]) for c in failed] == [("bucket.name-available", bucket)]
+    assert "Plan" not in deployments.states_entered(result["executionArn"])
+    tables = deployments.target_client("dynamodb").list_tables()["TableNames"]
+    assert "Site-E2E-Taken" not in tables
+    assert deployments.stack.records.lock_holder("e2e-taken") is None
+
+
+def test_environment_needing_approval_is_refused_at_preflight(deployments: Deployments) -> None:
+    # GIVEN SIT, whose policy requires one approval (the approval gate comes in a later issue)
+    # WHEN SIT is deployed with a valid change ticket
+    result = deployments.run("sit", change_ticket="CHG-1234")
+    # THEN preflight refuses it with a clear message and nothing is created in SIT
+    assert result["status"] == "FAILED"
+    assert result["error"] == "PreflightFailed"
+    assert "requires 1 approval(s)" in result["cause"]
+    s3 = deployments.target_client("s3", account=TARGET_ACCOUNTS["sit"])
+    assert "bbws-sit-data-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_missing_change_ticket_fails_preflight(deployments: Deployments) -> None:
+    # GIVEN an environment whose policy requires a change ticket
+    deployments.spec(
+        "e2e-ticket", policy={"changeTicket": {"required": True}}, resources={"buckets": [{"name": "bbws-e2e-ticket"}]}
+    )
+    # WHEN it is deployed without one
+    result = deployments.run("e2e-ticket")
+    # THEN preflight names the missing ticket
+    assert result["error"] == "PreflightFailed"
+    failed = [c["name"] for c in result["preflight"] if not c["passed"]]
+    assert failed == ["change-ticket"]
+
+
+def test_invalid_execution_input_fails_with_input_invalid_naming_the_fields(deployments: Deployments) -> None:
+    # GIVEN someone starts an execution from the console with a bad input
+    sfn = deployments.stack.client("stepfunctions")
+    bad = {"environment": "DEV!", "dryRun": "sometimes", "colour": "blue"}
+    arn = sfn.start_execution(stateMachineArn=deployments.stack.state_machine_arn, input=json.dumps(bad))[
+        "executionArn"
+    ]
+    # WHEN it runs
+    result = deployments.finish(arn)
+    # THEN it fails with InputInvalid, naming every offending field, and the failure is recorded
+    assert result["status"] == "FAILED"
+    assert result["error"] == "InputInvalid"
+    for field in ("environment", "requestedBy", "dryRun", "colour"):
+        assert field in result["cause"]
+    record = deployments.stack.records.get(result["deploymentId"])
+    assert record is not None
+    assert record["error"] == "InputInvalid"
+    assert record["input"] == bad
+
+
+def test_unknown_environment_fails_with_spec_not_found(deployments: Deployments) -> None:
+    sfn = deployments.stack.client("stepfunctions")
+    arn = sfn.start_execution(
+        stateMachineArn=deployments.stack.state_machine_arn,
+        input=json.dumps({"environment": "qa", "requestedBy": "pytest"}),
+    )["executionArn"]
+    result = deployments.finish(arn)
+    assert result["error"] == "SpecNotFound"
+    assert "'qa'" in result["cause"]

@@ -1,0 +1,122 @@
+"""Fixtures for tests that talk to the sandbox over HTTP, as a user or CI would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from deployer_cli import client
+from deployer_cli.client import Stack
+from sandbox.accounts import TARGET_ACCOUNTS, account_session
+from sandbox.server import Sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "events"
+DEV = TARGET_ACCOUNTS["dev"]
+
+
+@dataclass
+class Deployments:
+    """Runs deployments against the session's sandbox the way `deployer run` does."""
+
+    sandbox: Sandbox
+    stack: Stack
+    spec_dir: Path
+
+    def spec(self, environment: str, **changes: Any) -> Path:
+        """Write a spec for a test environment (a copy of dev's, with changes) into spec_dir."""
+        data = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
+        data.update(environment=environment, **changes)
+        path = self.spec_dir / f"{environment}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def start(self, environment: str, requested_by: str = "pytest", **kwargs: Any) -> str:
+        spec_dir = self.spec_dir if (self.spec_dir / f"{environment}.yaml").exists() else REPO / "environments"
+        version = client.push_spec(self.stack, spec_dir, environment)
+        request = client.build_request(
+            environment, requested_by, kwargs.get("change_ticket"), kwargs.get("dry_run", False), version
+        )
+        return client.start(self.stack, request)
+
+    def finish(self, execution_arn: str) -> dict[str, Any]:
+        client.wait(self.stack, execution_arn, poll_seconds=0.1, timeout_seconds=300)
+        return client.summary(self.stack, execution_arn)
+
+    def run(self, environment: str, **kwargs: Any) -> dict[str, Any]:
+        return self.finish(self.start(environment, **kwargs))
+
+    def states_entered(self, execution_arn: str) -> list[str]:
+        return [
+            e["stateEnteredEventDetails"]["name"]
+            for e in client.history(self.stack, execution_arn)
+            if e["type"].endswith("StateEntered")
+        ]
+
+    def target(self, account: str = DEV) -> boto3.Session:
+        """A session in a target account, for arranging and inspecting it by hand."""
+        return account_session(self.sandbox.client("sts"), account)
+
+    def target_client(self, service: str, account: str = DEV, region: str | None = None) -> Any:
+        return self.target(account).client(
+            service, endpoint_url=self.sandbox.endpoint, region_name=region or self.sandbox.region
+        )
+
+
+@dataclass
+class EventCapture:
+    """Every event published to the deployer's bus, through a rule with an SQS target."""
+
+    sqs: Any
+    queue_url: str
+
+    def drain(self) -> list[dict[str, Any]]:
+        events = []
+        while True:
+            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return events
+            for message in messages:
+                events.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def for_deployment(self, deployment_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.drain() if e["detail"].get("deploymentId") == deployment_id]
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def stack(sandbox: Sandbox) -> Stack:
+    return Stack.discover(sandbox.session(), sandbox.stack_name, sandbox.region, sandbox.endpoint)
+
+
+@pytest.fixture(scope="session")
+def deployments(sandbox: Sandbox, stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Deployments:
+    return Deployments(sandbox, stack, tmp_path_factory.mktemp("specs"))
+
+
+@pytest.fixture(scope="session")
+def bus_events(sandbox: Sandbox) -> EventCapture:
+    sqs, events = sandbox.client("sqs"), sandbox.client("events")
+    queue_url = sqs.create_queue(QueueName="test-bus-capture")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = sandbox.outputs["EventBusName"]
+    events.put_rule(Name="test-capture", EventBusName=bus, EventPattern=json.dumps({"source": ["bbws.deployer"]}))
+    events.put_targets(Rule="test-capture", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    return EventCapture(sqs, queue_url)
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return dict(json.loads((EVENTS / name).read_text()))

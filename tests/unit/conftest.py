@@ -1,0 +1,89 @@
+"""Unit-test fixtures: moto in-process, fake credentials, and a small spec to deploy."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from deployer.aws import TargetSession
+from deployer.spec import EnvironmentSpec, parse_spec
+
+ACCOUNT = "123456789012"  # moto's default account
+REGION = "af-south-1"
+BUCKET = "bbws-test-data-bucket"
+TABLE = "Site-Generation-State"
+
+BASE_SPEC: dict[str, Any] = {
+    "environment": "test",
+    "account": ACCOUNT,
+    "deploymentRoleArn": f"arn:aws:iam::{ACCOUNT}:role/bbws-deployer",
+    "regions": {"primary": REGION},
+    "tags": {"Project": "bbws", "Environment": "test", "ManagedBy": "bbws-deployer"},
+    "resources": {
+        "buckets": [
+            {"name": BUCKET, "encryption": {"algorithm": "AES256"}, "tags": {"DataClassification": "internal"}}
+        ],
+        "tables": [
+            {
+                "name": TABLE,
+                "partitionKey": {"name": "SiteId", "type": "S"},
+                "ttlAttribute": "TTL",
+                "pointInTimeRecovery": True,
+                "tags": {"DataClassification": "internal"},
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never reach a real account or a sandbox endpoint from a unit test.
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def target(aws: None) -> TargetSession:
+    return TargetSession(session=boto3.Session(), account=ACCOUNT)
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    """A client outside the deployer's call accounting, for arranging and inspecting state."""
+    return boto3.client("s3", region_name=REGION)
+
+
+@pytest.fixture
+def ddb(aws: None) -> Any:
+    return boto3.client("dynamodb", region_name=REGION)
+
+
+@pytest.fixture
+def spec_data() -> dict[str, Any]:
+    return copy.deepcopy(BASE_SPEC)
+
+
+@pytest.fixture
+def build_spec() -> Callable[[dict[str, Any]], EnvironmentSpec]:
+    return lambda data: parse_spec(yaml.safe_dump(data), "test.yaml")
+
+
+@pytest.fixture
+def spec(spec_data: dict[str, Any], build_spec: Callable[[dict[str, Any]], EnvironmentSpec]) -> EnvironmentSpec:
+    return build_spec(spec_data)
