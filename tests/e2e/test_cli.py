@@ -1,0 +1,103 @@
+"""The `deployer` command as users run it, against a running sandbox (`--endpoint-url`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deployer_cli import main
+from sandbox.accounts import TOOLING_ACCESS_KEY, TOOLING_SECRET_KEY
+from tests.sandbox_fixtures import REPO, Deployments
+
+
+def deployer(deployments: Deployments, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": TOOLING_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": TOOLING_SECRET_KEY,
+        "AWS_REGION": deployments.sandbox.region,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "deployer_cli.main", *args, "--endpoint-url", deployments.sandbox.endpoint],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_run_json_prints_exactly_one_object_and_exits_zero_on_success(deployments: Deployments) -> None:
+    completed = deployer(deployments, "run", "--env", "dev", "--requested-by", "ci-bot", "--json")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)  # the whole of stdout is one JSON object
+    assert result["status"] == "SUCCEEDED"
+    assert result["error"] is None
+    assert result["environment"] == "dev"
+    assert result["regions"] == ["af-south-1"]
+    assert set(result["plan"]) >= {"add", "change", "unchanged", "resources"}
+    assert result["stateTransitions"] > 10
+    assert result["durationSeconds"] > 0
+    assert all({"name", "region", "resource", "passed", "detail"} <= set(c) for c in result["checks"])
+    assert "StartDeployment" in completed.stderr  # progress, state by state, on stderr
+
+
+def test_run_exits_one_and_names_the_error_when_the_deployment_fails(deployments: Deployments) -> None:
+    completed = deployer(deployments, "run", "--env", "sit", "--change-ticket", "CHG-1", "--json")
+    assert completed.returncode == 1
+    result = json.loads(completed.stdout)
+    assert result["status"] == "FAILED"
+    assert result["error"] == "PreflightFailed"
+
+
+def test_invalid_spec_is_refused_before_anything_starts(deployments: Deployments, tmp_path: Path) -> None:
+    spec = (REPO / "environments" / "dev.yaml").read_text().replace("name: SiteId", "name: ''")
+    (tmp_path / "dev.yaml").write_text(spec.replace("versioning: true", "versioning: sometimes"))
+    before = deployments.stack.records.history("dev", 100)
+
+    completed = deployer(deployments, "run", "--env", "dev", "--spec-dir", str(tmp_path))
+
+    assert completed.returncode == 2
+    assert f"{tmp_path / 'dev.yaml'}: resources.buckets[0].versioning:" in completed.stderr
+    assert "resources.tables[0].partitionKey.name:" in completed.stderr
+    assert deployments.stack.records.history("dev", 100) == before
+
+
+def test_invalid_request_is_refused_with_the_field_named(deployments: Deployments) -> None:
+    completed = deployer(deployments, "run", "--env", "dev", "--requested-by", "bad\nname")
+    assert completed.returncode == 2
+    assert "InputInvalid" in completed.stderr
+    assert "requestedBy" in completed.stderr
+
+
+def test_plan_status_and_history(deployments: Deployments) -> None:
+    planned = deployer(deployments, "plan", "--env", "dev", "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["status"] == "PLANNED"
+    assert plan["mutatingCalls"] == 0
+
+    status = deployer(deployments, "status", plan["executionArn"], "--json")
+    assert json.loads(status.stdout)["deploymentId"] == plan["deploymentId"]
+
+    history = deployer(deployments, "history", "--env", "dev", "--json")
+    assert history.returncode == 0
+    assert json.loads(history.stdout)[0]["deploymentId"] == plan["deploymentId"]  # newest first
+
+
+def test_unknown_stack_is_a_clear_error(deployments: Deployments) -> None:
+    completed = deployer(deployments, "history", "--env", "dev", "--stack-name", "no-such-stack")
+    assert completed.returncode == 2
+    assert "stack no-such-stack not found" in completed.stderr
+
+
+def test_cli_requires_an_environment() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["run"])
+    assert exit_.value.code == 2

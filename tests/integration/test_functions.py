@@ -1,0 +1,143 @@
+"""Each function on its own, invoked through the Lambda Invoke API of the sandbox.
+
+The events are the samples in events/ (what the state machine passes), so a change in
+the ASL's parameters that the functions no longer accept shows up here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from deployer.models import DeploymentEvent
+from deployer_cli import client
+from tests.sandbox_fixtures import Deployments, load_event
+
+ENV = "int-dev"
+
+
+class Invoked:
+    def __init__(self, response: dict[str, Any]) -> None:
+        self.error = response.get("FunctionError")
+        self.payload = json.loads(response["Payload"].read())
+
+    @property
+    def error_type(self) -> str | None:
+        return self.payload.get("errorType") if self.error else None
+
+
+def invoke(deployments: Deployments, function: str, event: dict[str, Any]) -> Invoked:
+    name = f"{deployments.sandbox.stack_name}-{function}"
+    return Invoked(deployments.stack.client("lambda").invoke(FunctionName=name, Payload=json.dumps(event)))
+
+
+@pytest.fixture(scope="module")
+def context(deployments: Deployments) -> dict[str, Any]:
+    """A started deployment of a DEV-account test environment, as StartDeployment returns it."""
+    deployments.spec(ENV, resources={"buckets": [{"name": "bbws-int-dev-bucket"}]})
+    event = load_event("start_deployment.json")
+    event["deploymentId"] = f"int-{uuid.uuid4().hex[:8]}"
+    event["input"]["environment"] = ENV
+    client.push_spec(deployments.stack, deployments.spec_dir, ENV)
+    started = invoke(deployments, "start-deployment", event)
+    assert started.error is None, started.payload
+    return dict(started.payload)
+
+
+def test_start_deployment_pins_the_spec_and_opens_the_record(deployments: Deployments, context: dict[str, Any]) -> None:
+    assert context["environment"] == ENV
+    assert context["regions"] == ["af-south-1"]
+    assert context["policy"] == {"approvalsRequired": 0, "lockLeaseSeconds": 7200}
+    spec, latest = deployments.stack.specs.get(ENV)
+    assert context["specVersion"] == latest
+    assert context["specHash"] == spec.spec_hash()
+    record = deployments.stack.records.get(context["deploymentId"])
+    assert record is not None
+    assert record["status"] == "RUNNING"
+    assert record["requestedBy"] == "alice"
+
+
+def test_start_deployment_rejects_bad_input_naming_the_fields(deployments: Deployments) -> None:
+    event = load_event("start_deployment.json")
+    event["input"] = {"environment": "Dev", "requestedBy": "", "dryRun": "maybe"}
+    result = invoke(deployments, "start-deployment", event)
+    assert result.error_type == "InputInvalid"
+    for field in ("environment", "requestedBy", "dryRun"):
+        assert field in result.payload["errorMessage"]
+
+
+def test_lock_is_exclusive_and_only_its_holder_releases_it(deployments: Deployments, context: dict[str, Any]) -> None:
+    mine = {"deployment": context}
+    other = {"deployment": {**context, "deploymentId": "someone-else", "requestedBy": "bob"}}
+
+    assert invoke(deployments, "acquire-lock", mine).error is None
+    assert invoke(deployments, "acquire-lock", mine).error is None  # a retried state re-enters
+
+    blocked = invoke(deployments, "acquire-lock", other)
+    assert blocked.error_type == "LockHeld"
+    assert context["deploymentId"] in blocked.payload["errorMessage"]
+
+    assert invoke(deployments, "release-lock", other).payload == {"released": False}
+    assert deployments.stack.records.lock_holder(ENV) is not None
+    assert invoke(deployments, "release-lock", mine).payload == {"released": True}
+    assert deployments.stack.records.lock_holder(ENV) is None
+
+
+def test_preflight_plan_provision_validate_in_sequence(deployments: Deployments, context: dict[str, Any]) -> None:
+    event = {"deployment": context}
+    region_event = {"deployment": context, "region": "af-south-1"}
+
+    preflight = invoke(deployments, "preflight", event)
+    assert preflight.error is None, preflight.payload
+
+    plan = invoke(deployments, "plan", event)
+    assert plan.error is None, plan.payload
+    assert (plan.payload["add"], plan.payload["change"]) == (1, 0)
+    assert plan.payload["summary"] == "Plan: 1 to add, 0 to change, 0 unchanged."
+
+    first = invoke(deployments, "provision", region_event)
+    assert first.error is None, first.payload
+    assert first.payload["mutatingCalls"] > 0
+    again = invoke(deployments, "provision", region_event)
+    assert again.payload["mutatingCalls"] == 0
+
+    validated = invoke(deployments, "validate", region_event)
+    assert validated.error is None, validated.payload
+    record = deployments.stack.records.get(context["deploymentId"])
+    assert record is not None
+    assert record["plan"]["add"] == 1
+    assert all(c["passed"] for c in record["checks"]["af-south-1"])
+    assert {c["name"] for c in record["preflight"]} >= {"account.identity", "bucket.name-available"}
+
+
+def test_preflight_refuses_an_environment_that_needs_approval(
+    deployments: Deployments, context: dict[str, Any]
+) -> None:
+    needs_approval = copy.deepcopy(context)
+    deployments.spec("int-approval", policy={"approvals": {"required": 2}})
+    needs_approval["environment"] = "int-approval"
+    needs_approval["specVersion"] = client.push_spec(deployments.stack, deployments.spec_dir, "int-approval")
+    result = invoke(deployments, "preflight", {"deployment": needs_approval})
+    assert result.error_type == "PreflightFailed"
+    assert "requires 2 approval(s)" in result.payload["errorMessage"]
+
+
+def test_record_outcome_records_a_rejected_input(deployments: Deployments) -> None:
+    event = load_event("record_outcome_rejected.json")
+    result = invoke(deployments, "record-outcome", event)
+    assert result.error is None, result.payload
+    assert result.payload["detailType"] == "Deployment Failed"
+    record = deployments.stack.records.get(event["deploymentId"])
+    assert record is not None
+    assert record["status"] == "FAILED"
+    assert record["error"] == "InputInvalid"
+    assert record["cause"].startswith("invalid DeploymentRequest")
+
+
+def test_sample_deployment_event_is_a_valid_deployment_event() -> None:
+    event = DeploymentEvent.model_validate(load_event("deployment.json"))
+    assert event.deployment.environment == "dev"
