@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,8 @@ class Sandbox:
         self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox", daemon=True)
         self._thread.start()
         self.runtime.base_env.update(self._function_env())
+        # moto's backends are per process: a new sandbox starts from nothing.
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).close()  # noqa: S310
         self._install()
         return self
 

@@ -91,23 +91,23 @@ class EventCapture:
         return [e for e in self.drain() if e["detail"].get("deploymentId") == deployment_id]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox() as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(sandbox: Sandbox) -> Stack:
     return Stack.discover(sandbox.session(), sandbox.stack_name, sandbox.region, sandbox.endpoint)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def deployments(sandbox: Sandbox, stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Deployments:
     return Deployments(sandbox, stack, tmp_path_factory.mktemp("specs"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bus_events(sandbox: Sandbox) -> EventCapture:
     sqs, events = sandbox.client("sqs"), sandbox.client("events")
     queue_url = sqs.create_queue(QueueName="test-bus-capture")["QueueUrl"]
