@@ -54,15 +54,18 @@ unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit -q
 
 # Unit tests use moto in-process, which resets the backends a sandbox serves: separate runs.
-test: install lint
+test: install lint build
 	$(BIN)/pytest tests/unit -q
 	$(BIN)/pytest tests/integration tests/e2e -q -n 2 --dist loadfile
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run
 
+# The layer must carry the deployer package and arm64 wheels (Architectures: arm64).
 build: $(SAM_VENV)/.installed
 	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+	test -f .aws-sam/build/DeployerLayer/python/deployer/pipeline.py
+	ls .aws-sam/build/DeployerLayer/python/pydantic_core/ | grep -q aarch64
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,12 @@ class InvocationTimeout(Exception):
     pass
 
 
+class InitError(Exception):
+    def __init__(self, error: dict[str, str]) -> None:
+        super().__init__(error["errorMessage"])
+        self.error = error
+
+
 @dataclass
 class Worker:
     config: FunctionConfig
@@ -82,11 +88,13 @@ class Worker:
         )
         os.close(write_fd)
         responses = os.fdopen(read_fd, "r")
-        ready = responses.readline()
-        if not ready:
+        line = responses.readline()
+        ready = json.loads(line) if line else {"ready": False}
+        if not ready["ready"]:
             process.wait()
-            raise RuntimeError(f"function {config.name} failed to initialise; see its log")
-        return cls(config, process, responses, float(json.loads(ready)["initSeconds"]))
+            responses.close()
+            raise InitError(ready.get("error") or {"errorType": "Runtime.ExitError", "errorMessage": "worker exited"})
+        return cls(config, process, responses, float(ready["initSeconds"]))
 
     def invoke(self, payload: Any, request_id: str) -> dict[str, Any]:
         assert self.process.stdin is not None
@@ -186,7 +194,10 @@ class LambdaRuntime:
     def invoke(self, config: FunctionConfig, payload: Any) -> tuple[dict[str, Any], bool]:
         """Run one invocation; returns (payload, errored) as Lambda would answer it."""
         request_id = str(uuid.uuid4())
-        worker = self._checkout(config)
+        try:
+            worker = self._checkout(config)
+        except InitError as exc:
+            return exc.error, True
         started = time.perf_counter()
         try:
             answer = worker.invoke(payload, request_id)

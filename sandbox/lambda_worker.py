@@ -44,7 +44,13 @@ def main() -> None:
     sys.path[:0] = os.environ["SANDBOX_PYTHONPATH"].split(os.pathsep)
     module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
     started = time.perf_counter()
-    handler = getattr(importlib.import_module(module_name), function_name)
+    try:
+        handler = getattr(importlib.import_module(module_name), function_name)
+    except Exception as exc:
+        traceback.print_exc()
+        error = {"errorType": f"Runtime.ImportModuleError.{type(exc).__name__}", "errorMessage": str(exc)}
+        responses.write(json.dumps({"ready": False, "error": error}) + "\n")
+        return
     responses.write(json.dumps({"ready": True, "initSeconds": time.perf_counter() - started}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import urllib.request
@@ -65,11 +66,14 @@ class Sandbox:
     stack_name: str = DEFAULT_STACK
     region: str = DEFAULT_REGION
     parameters: dict[str, str] = field(default_factory=lambda: dict(SANDBOX_PARAMETERS))
+    # Each function's stdout/stderr, as CloudWatch Logs would hold them. A directory the
+    # sandbox made itself is removed on stop; one passed in is kept.
     log_dir: Path | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     deployment_roles: dict[str, str] = field(default_factory=dict)
     _server: Any = None
     _thread: threading.Thread | None = None
+    _own_log_dir: bool = False
     runtime: LambdaRuntime | None = None
 
     @property
@@ -94,7 +98,8 @@ class Sandbox:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # moto logs every failed state with its whole parse tree; the execution history says it better.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
-        self.log_dir = self.log_dir or Path(tempfile.mkdtemp(prefix="bbws-sandbox-"))
+        if self.log_dir is None:
+            self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
         app = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime)
         self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler)
@@ -165,6 +170,8 @@ class Sandbox:
             self._server.server_close()
         if self._thread:
             self._thread.join()
+        if self._own_log_dir and self.log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
         return self.start()

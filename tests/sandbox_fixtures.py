@@ -92,8 +92,8 @@ class EventCapture:
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox() as running:
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    with Sandbox(log_dir=tmp_path_factory.mktemp("sandbox-logs")) as running:
         yield running
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from deployer_cli import main
@@ -101,3 +103,34 @@ def test_cli_requires_an_environment() -> None:
     with pytest.raises(SystemExit) as exit_:
         main.main(["run"])
     assert exit_.value.code == 2
+
+
+def test_sandbox_command_serves_until_interrupted(tmp_path: Path) -> None:
+    # GIVEN `deployer sandbox` started as a server on a free port
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deployer_cli.main", "sandbox", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert server.stdout is not None
+        lines = []
+        for line in server.stdout:
+            lines.append(line)
+            if line.rstrip() == "}":
+                break
+        info = json.loads("".join(lines))
+        # WHEN a client uses the endpoint it printed
+        session = boto3.Session(
+            aws_access_key_id=info["credentials"]["accessKeyId"],
+            aws_secret_access_key=info["credentials"]["secretAccessKey"],
+        )
+        cfn = session.client("cloudformation", endpoint_url=info["endpoint"], region_name=info["region"])
+        outputs = cfn.describe_stacks(StackName=info["stackName"])["Stacks"][0]["Outputs"]
+        # THEN the stack is installed there, and an interrupt stops the server cleanly
+        assert {o["OutputKey"] for o in outputs} >= {"StateMachineArn", "RecordsTableName", "SpecsBucketName"}
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0

@@ -36,9 +36,10 @@ def step_handler(step: Step) -> Handler:
     """A Lambda handler that runs one pipeline step; exceptions propagate to Step Functions."""
 
     @logger.inject_lambda_context(correlation_id_path=CORRELATION_PATH, clear_state=True)
-    @metrics.log_metrics
+    @metrics.log_metrics(capture_cold_start_metric=True)
     @tracer.capture_lambda_handler
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: ARG001 - Lambda's signature
         return step(event, tooling())
 
-    return lambda_handler
+    handler: Handler = lambda_handler
+    return handler

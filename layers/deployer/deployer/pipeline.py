@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from deployer.aws import TargetSession, assume_role, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
 from deployer.errors import PreflightFailed
@@ -19,6 +21,7 @@ from deployer.models import (
     StartEvent,
     parse_event,
 )
+from deployer.observability import metrics
 from deployer.plan import apply_region, plan_environment
 from deployer.preflight import run_preflight
 from deployer.records import iso
@@ -143,6 +146,7 @@ def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         "apiCalls": target.log.as_dict(),
     }
     tooling.records.merge_region(deployment.deployment_id, "provisioned", region, result, target.log.mutating)
+    metrics.add_metric(name="MutatingCalls", unit=MetricUnit.Count, value=target.log.mutating)
     return {"region": region, "mutatingCalls": target.log.mutating}
 
 
@@ -154,6 +158,7 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     target = _target(tooling, spec, deployment.deployment_id)
     results = validate_region(target, spec, region, deployment.deployment_id)
     tooling.records.merge_region(deployment.deployment_id, "checks", region, _checks(results))
+    metrics.add_metric(name="FailedChecks", unit=MetricUnit.Count, value=sum(1 for r in results if not r.passed))
     raise_if_failed(results)
     return {"region": region, "passed": len(results)}
 
@@ -176,6 +181,8 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         )
     tooling.records.update(outcome.deployment_id, _now(), fields)
     record = tooling.records.get(outcome.deployment_id) or {}
+    metrics.add_dimension(name="environment", value=str(record.get("environment", "unknown")))
+    metrics.add_metric(name=f"Deployments{outcome.status.title()}", unit=MetricUnit.Count, value=1)
     return {
         "detailType": OUTCOME_DETAIL_TYPES[outcome.status],
         "deploymentId": outcome.deployment_id,
