@@ -132,6 +132,7 @@ class LambdaRuntime:
     _busy: dict[str, int] = field(default_factory=dict)
     _lock: threading.Condition = field(default_factory=threading.Condition)
     invocations: list[dict[str, Any]] = field(default_factory=list)
+    init_seconds: dict[str, list[float]] = field(default_factory=dict)
     _paused: set[str] = field(default_factory=set)
 
     @contextmanager
@@ -182,6 +183,8 @@ class LambdaRuntime:
                 raise
             finally:
                 log.close()
+            with self._lock:
+                self.init_seconds.setdefault(config.name, []).append(worker.init_seconds)
         return worker
 
     def _checkin(self, config: FunctionConfig, worker: Worker | None) -> None:

@@ -6,7 +6,7 @@ import json
 import re
 import time
 
-from tests.sandbox_fixtures import TARGET_ACCOUNTS, Deployments, EventCapture
+from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture
 
 
 def _wait_for_state(deployments: Deployments, execution_arn: str, state: str) -> None:
@@ -177,3 +177,22 @@ def test_unknown_environment_fails_with_spec_not_found(deployments: Deployments)
     result = deployments.finish(arn)
     assert result["error"] == "SpecNotFound"
     assert "'qa'" in result["cause"]
+
+
+def test_invalid_spec_in_the_store_fails_with_spec_invalid_naming_file_and_field(deployments: Deployments) -> None:
+    # GIVEN a spec put into the store by hand (bypassing the CLI's validation) with a bad field
+    s3 = deployments.stack.client("s3")
+    bucket = deployments.stack.outputs["SpecsBucketName"]
+    text = (REPO / "environments" / "dev.yaml").read_text().replace("environment: dev", "environment: e2e-broken")
+    s3.put_object(Bucket=bucket, Key="environments/e2e-broken.yaml", Body=text.replace("type: S", "type: STRING"))
+    # WHEN a deployment of it is started from the console
+    sfn = deployments.stack.client("stepfunctions")
+    arn = sfn.start_execution(
+        stateMachineArn=deployments.stack.state_machine_arn,
+        input=json.dumps({"environment": "e2e-broken", "requestedBy": "pytest"}),
+    )["executionArn"]
+    result = deployments.finish(arn)
+    # THEN it fails with SpecInvalid naming the stored file and the field
+    assert result["error"] == "SpecInvalid"
+    assert f"s3://{bucket}/environments/e2e-broken.yaml" in result["cause"]
+    assert "resources.tables[0].partitionKey.type:" in result["cause"]
