@@ -118,7 +118,11 @@ def test_preflight_refuses_an_environment_that_needs_approval(
     deployments: Deployments, context: dict[str, Any]
 ) -> None:
     needs_approval = copy.deepcopy(context)
-    deployments.spec("int-approval", policy={"approvals": {"required": 2}})
+    approvers = [{"slackUserId": "U0AAA", "name": "a"}, {"slackUserId": "U0BBB", "name": "b"}]
+    deployments.spec(
+        "int-approval",
+        policy={"approvals": {"required": 2, "approvers": approvers, "channel": "C0DEPLOY"}, "lockLeaseMinutes": 240},
+    )
     needs_approval["environment"] = "int-approval"
     needs_approval["specVersion"] = client.push_spec(deployments.stack, deployments.spec_dir, "int-approval")
     result = invoke(deployments, "preflight", {"deployment": needs_approval})

@@ -94,7 +94,14 @@ def test_required_approvals_fail_until_there_is_a_gate(
     target: TargetSession, spec_data: dict[str, Any], build_spec: Any
 ) -> None:
     # GIVEN an environment that requires two approvals
-    spec_data["policy"] = {"approvals": {"required": 2}}
+    spec_data["policy"] = {
+        "approvals": {
+            "required": 2,
+            "approvers": [{"slackUserId": "U0AAA", "name": "a"}, {"slackUserId": "U0BBB", "name": "b"}],
+            "channel": "C0DEPLOY",
+        },
+        "lockLeaseMinutes": 240,
+    }
     spec = build_spec(spec_data)
 
     # WHEN preflight runs

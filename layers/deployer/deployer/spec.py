@@ -27,6 +27,8 @@ RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3")
 TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
 ATTRIBUTE_NAME = r"^[A-Za-z0-9_.-]{1,255}$"
+SLACK_USER_ID = r"^[UW][A-Z0-9]{2,20}$"
+SLACK_CHANNEL = r"^[CGD][A-Z0-9]{2,20}$"
 TAG_KEY = r"^[\w .:/=+@-]{1,128}$"
 
 
@@ -137,8 +139,37 @@ class Regions(Model):
         return region
 
 
+class Approver(Model):
+    """A person who may vote: their Slack user id, and the name they request deployments as."""
+
+    slack_user_id: Annotated[str, Field(pattern=SLACK_USER_ID)]
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class Approvals(Model):
     required: Annotated[int, Field(ge=0, le=10)] = 0
+    approvers: list[Approver] = []
+    # Fractions of a minute are allowed so tests and rehearsals can use seconds.
+    timeout_minutes: Annotated[float, Field(ge=0.05, le=7 * 24 * 60)] = 60
+    reminder_minutes: Annotated[float, Field(ge=0.05, le=7 * 24 * 60)] | None = None
+    escalation_approvers: list[Approver] = []
+    channel: Annotated[str, Field(pattern=SLACK_CHANNEL)] | None = None
+
+    @model_validator(mode="after")
+    def _quorum_possible(self) -> Approvals:
+        voters = {a.slack_user_id for a in [*self.approvers, *self.escalation_approvers]}
+        if self.required > len(voters):
+            raise ValueError(f"required is {self.required} but only {len(voters)} distinct approver(s) can vote")
+        if self.required and not self.channel:
+            raise ValueError("channel is required when approvals are required")
+        if self.reminder_minutes is not None and self.reminder_minutes >= self.timeout_minutes:
+            raise ValueError("reminderMinutes must be shorter than timeoutMinutes")
+        return self
+
+    def voter(self, slack_user_id: str) -> Approver | None:
+        """The approver (or escalation approver) with this Slack id, if any."""
+        voters = [*self.approvers, *self.escalation_approvers]
+        return next((a for a in voters if a.slack_user_id == slack_user_id), None)
 
 
 class ChangeTicketPolicy(Model):
@@ -164,7 +195,17 @@ class Policy(Model):
     approvals: Approvals = Approvals()
     change_ticket: ChangeTicketPolicy = ChangeTicketPolicy()
     backup: BackupPolicy = BackupPolicy()
-    lock_lease_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 120
+    lock_lease_minutes: Annotated[int, Field(ge=1, le=8 * 24 * 60)] = 120
+
+    @model_validator(mode="after")
+    def _lease_outlives_approval(self) -> Policy:
+        # The lock must still be ours when approval arrives, or a second deployment could slip in.
+        if self.approvals.required and self.lock_lease_minutes <= self.approvals.timeout_minutes:
+            raise ValueError(
+                f"lockLeaseMinutes ({self.lock_lease_minutes}) must exceed approvals.timeoutMinutes "
+                f"({self.approvals.timeout_minutes:g}), so the lock outlives the wait for approval"
+            )
+        return self
 
 
 class Resources(Model):
