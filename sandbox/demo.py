@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from argparse import Namespace
+from typing import Any
 
 from deployer_cli import client, main
 from deployer_cli.client import Stack
@@ -41,12 +42,24 @@ def show_dev_account(sandbox: Sandbox) -> None:
         print(f"  dynamodb {name}  status={table['TableStatus']}  keys={keys}  billing={billing}")
 
 
-def deploy(stack: Stack, label: str) -> dict[str, object]:
-    args = Namespace(env="dev", requested_by="make-demo", change_ticket=None, spec_dir="environments", quiet=False)
+def deploy(stack: Stack, label: str, env: str = "dev", **options: object) -> dict[str, Any]:
+    defaults: dict[str, object] = {"requested_by": "make-demo", "change_ticket": None, "quiet": False}
+    args = Namespace(env=env, spec_dir="environments", **{**defaults, **options})
     _section(label)
     result = main._deploy(args, stack, dry_run=False)
     main._print_summary(result)
     return result
+
+
+def show_slack(sandbox: Sandbox, channel: str) -> None:
+    """The approval as the fake Slack recorded it: the request, and what it became."""
+    for message in sandbox.slack.messages:
+        if message.get("channel") != channel:
+            continue
+        first = message["updates"][0]["text"] if message["updates"] else message["text"]
+        print(f"  posted : {first}")
+        if message["updates"]:
+            print(f"  now    : {message['text']}")
 
 
 def run() -> int:
@@ -59,10 +72,21 @@ def run() -> int:
         _section("what is now in the DEV account (536580886816)")
         show_dev_account(sandbox)
         second = deploy(stack, "the same deployment again: nothing to change")
+        sit = deploy(
+            stack,
+            "SIT deployment (runbook section 5): approved in Slack by sit-lead",
+            env="sit",
+            change_ticket="CHG-2026",
+            approve_as=["sit-lead"],
+            reject_as=None,
+        )
+        _section("the approval in Slack (fake Slack, channel C0DEPLOYSIT)")
+        show_slack(sandbox, "C0DEPLOYSIT")
     _section("done")
-    print(f"  first run: {first['status']}, re-run: {second['status']} with {second['mutatingCalls']} mutating calls")
+    print(f"  DEV: {first['status']}, re-run: {second['status']} with {second['mutatingCalls']} mutating calls")
+    print(f"  SIT: {sit['status']}, approved by {', '.join(a['name'] for a in sit['approvals'])}")
     print(f"  demo wall time {time.monotonic() - started:.1f}s")
-    ok = first["status"] == "SUCCEEDED" and second["status"] == "SUCCEEDED" and second["mutatingCalls"] == 0
+    ok = all(r["status"] == "SUCCEEDED" for r in (first, second, sit)) and second["mutatingCalls"] == 0
     return 0 if ok else 1
 
 

@@ -48,6 +48,10 @@ class InvocationTimeout(Exception):
     pass
 
 
+class WorkerExited(Exception):
+    pass
+
+
 class InitError(Exception):
     def __init__(self, error: dict[str, str]) -> None:
         super().__init__(error["errorMessage"])
@@ -99,17 +103,33 @@ class Worker:
     def invoke(self, payload: Any, request_id: str) -> dict[str, Any]:
         assert self.process.stdin is not None
         deadline = time.time() + self.config.timeout_seconds
-        self.process.stdin.write(json.dumps({"payload": payload, "requestId": request_id, "deadline": deadline}) + "\n")
-        self.process.stdin.flush()
-        timer = threading.Timer(self.config.timeout_seconds, self.process.kill)
+        try:
+            self.process.stdin.write(
+                json.dumps({"payload": payload, "requestId": request_id, "deadline": deadline}) + "\n"
+            )
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            self.stop()
+            raise WorkerExited("Runtime exited before the invocation") from None
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            self.process.kill()
+
+        timer = threading.Timer(self.config.timeout_seconds, kill)
         timer.start()
         try:
             line = self.responses.readline()
         finally:
             timer.cancel()
-        if not line:
+        # The timer may fire just after an answer: the worker is dead either way, so the call timed out.
+        if timed_out.is_set():
             self.stop()
             raise InvocationTimeout(f"Task timed out after {self.config.timeout_seconds:.2f} seconds")
+        if not line:
+            self.stop()
+            raise WorkerExited(f"Runtime exited with status {self.process.returncode}")
         return dict(json.loads(line))
 
     def stop(self) -> None:
@@ -206,6 +226,9 @@ class LambdaRuntime:
             answer = worker.invoke(payload, request_id)
         except InvocationTimeout as exc:
             answer = {"error": {"errorType": "Sandbox.Timedout", "errorMessage": str(exc)}}
+            worker = None  # type: ignore[assignment]
+        except WorkerExited as exc:
+            answer = {"error": {"errorType": "Runtime.ExitError", "errorMessage": str(exc)}}
             worker = None  # type: ignore[assignment]
         finally:
             self._checkin(config, worker)

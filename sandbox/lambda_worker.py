@@ -58,8 +58,7 @@ def main() -> None:
         answer: dict[str, Any]
         try:
             result = handler(request["payload"], context)
-            answer = {"result": json.dumps(result)}
-        except Exception as exc:
+        except Exception as exc:  # reported to the caller exactly as Lambda does
             answer = {
                 "error": {
                     "errorType": type(exc).__name__,
@@ -68,6 +67,12 @@ def main() -> None:
                 }
             }
             traceback.print_exc()
+        else:
+            try:
+                answer = {"result": json.dumps(result)}
+            except (TypeError, ValueError) as exc:
+                error = {"errorType": "Runtime.MarshalError", "errorMessage": f"Unable to marshal response: {exc}"}
+                answer = {"error": error}
         sys.stdout.flush()
         responses.write(json.dumps(answer) + "\n")
 

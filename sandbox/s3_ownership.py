@@ -45,7 +45,9 @@ def _bucket_of(request: Request) -> str | None:
 
 def check(request: Request) -> Response | None:
     """403 for an S3 request on a bucket that another account owns; None to let moto answer."""
-    match = CREDENTIAL.search(request.headers.get("Authorization", ""))
+    # Signed in the Authorization header, or presigned in the query string.
+    credential = request.headers.get("Authorization", "") or "Credential=" + request.args.get("X-Amz-Credential", "")
+    match = CREDENTIAL.search(credential + "/")
     if not match or match.group(2) != "s3":
         return None
     bucket = _bucket_of(request)

@@ -1,17 +1,22 @@
 """The embedded sandbox: moto's server on loopback with our stack installed in it.
 
-One HTTP endpoint answers every AWS API. In front of moto sit the sandbox's
-extensions, each in its own module: Lambda invocations of our functions
-(``lambda_runtime``), S3 bucket ownership across accounts (``s3_ownership``) and
-names for unnamed executions (``sfn_names``).
-The state machine runs in moto's ASL interpreter (``execute_state_machine``), which
-invokes Lambda through the same endpoint, so the functions run for real.
+Three HTTP endpoints on 127.0.0.1:
+- ``endpoint``: every AWS API. In front of moto sit the sandbox's extensions, each in
+  its own module: Lambda invocations of our functions (``lambda_runtime``), S3 bucket
+  ownership across accounts (``s3_ownership``) and names for unnamed executions
+  (``sfn_names``). The state machine runs in moto's ASL interpreter
+  (``execute_state_machine``), which invokes Lambda through the same endpoint.
+- ``api``: the template's API Gateway routes (``api_gateway``), stage included.
+- ``slack``: a fake Slack (``fake_slack``) that the functions post to and that records
+  every message.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -22,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from werkzeug.wrappers import Request
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
 
 from deployer.specstore import SpecStore
 from sandbox import s3_ownership, sfn_names
@@ -33,6 +39,8 @@ from sandbox.accounts import (
     TOOLING_SECRET_KEY,
     install_deployment_roles,
 )
+from sandbox.api_gateway import ApiGateway
+from sandbox.fake_slack import FakeSlack
 from sandbox.lambda_runtime import LambdaRuntime
 from sandbox.stack import StackInstaller
 
@@ -41,19 +49,25 @@ DEFAULT_STACK = "bbws-deployer"
 DEFAULT_REGION = "af-south-1"
 # Test-speed settings for the template's parameters; real AWS keeps the defaults.
 SANDBOX_PARAMETERS = {"WaitDelaySeconds": "0.2", "WaitMaxAttempts": "50"}
+SLACK_TEAM_ID = "T0BBWS0001"
+INFO_PATH = "/_sandbox/info"
 
 
 class SandboxApp:
-    """WSGI: the sandbox's extensions first, then moto."""
+    """WSGI for the AWS endpoint: the sandbox's extensions first, then moto."""
 
-    def __init__(self, moto_app: Any, runtime: LambdaRuntime) -> None:
+    def __init__(self, moto_app: Any, runtime: LambdaRuntime, info: Any) -> None:
         self.moto_app = moto_app
         self.runtime = runtime
+        self.info = info
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         sfn_names.name_unnamed_execution(environ)
         request = Request(environ, shallow=False)
-        response = self.runtime.wsgi(request) or s3_ownership.check(request)
+        if request.path == INFO_PATH:
+            response: Response | None = Response(json.dumps(self.info()), content_type="application/json")
+        else:
+            response = self.runtime.wsgi(request) or s3_ownership.check(request)
         if response is None:
             return self.moto_app(environ, start_response)  # type: ignore[no-any-return]
         return response(environ, start_response)
@@ -66,19 +80,32 @@ class Sandbox:
     stack_name: str = DEFAULT_STACK
     region: str = DEFAULT_REGION
     parameters: dict[str, str] = field(default_factory=lambda: dict(SANDBOX_PARAMETERS))
+    slack_signing_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     # Each function's stdout/stderr, as CloudWatch Logs would hold them. A directory the
     # sandbox made itself is removed on stop; one passed in is kept.
     log_dir: Path | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     deployment_roles: dict[str, str] = field(default_factory=dict)
-    _server: Any = None
-    _thread: threading.Thread | None = None
-    _own_log_dir: bool = False
     runtime: LambdaRuntime | None = None
+    slack: FakeSlack = field(default_factory=lambda: FakeSlack(f"xoxb-sandbox-{secrets.token_hex(8)}", SLACK_TEAM_ID))
+    _servers: list[tuple[BaseWSGIServer, threading.Thread]] = field(default_factory=list)
+    _own_log_dir: bool = False
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return self._url(0)
+
+    @property
+    def api(self) -> str:
+        """The deployer's HTTP API base URL (stage included), like the stack's ApiUrl output."""
+        return self._url(1) + "/v1"
+
+    @property
+    def slack_url(self) -> str:
+        return self._url(2)
+
+    def _url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self._servers[index][0].server_port}"
 
     def session(self) -> boto3.Session:
         """A session in the tooling account, where the deployer stack runs."""
@@ -92,7 +119,6 @@ class Sandbox:
     def start(self) -> Sandbox:
         from moto.core.config import default_user_config
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-        from werkzeug.serving import make_server
 
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -101,17 +127,24 @@ class Sandbox:
         if self.log_dir is None:
             self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
-        app = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime)
-        self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        aws = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime, self.describe)
+        self._serve(aws, self.port, MotoRequestHandler)
         # moto's ASL interpreter calls Lambda and the SDK integrations on this port.
-        os.environ["MOTO_PORT"] = str(self._server.server_port)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox", daemon=True)
-        self._thread.start()
+        os.environ["MOTO_PORT"] = str(self._servers[0][0].server_port)
+        api = ApiGateway(self.runtime, TOOLING_ACCOUNT)
+        self._serve(api, 0)
+        self._serve(self.slack, 0)
         self.runtime.base_env.update(self._function_env())
         # moto's backends are per process: a new sandbox starts from nothing.
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).close()  # noqa: S310
-        self._install()
+        self._install(api)
         return self
+
+    def _serve(self, app: Any, port: int, handler: Any = None) -> None:
+        server = make_server("127.0.0.1", port, app, threaded=True, request_handler=handler)
+        thread = threading.Thread(target=server.serve_forever, name=f"sandbox-{port}", daemon=True)
+        thread.start()
+        self._servers.append((server, thread))
 
     def _function_env(self) -> dict[str, str]:
         """What Lambda's environment gives every function, pointed at the sandbox."""
@@ -128,7 +161,7 @@ class Sandbox:
             "POWERTOOLS_TRACE_DISABLED": "true",
         }
 
-    def _install(self) -> None:
+    def _install(self, api: ApiGateway) -> None:
         assert self.runtime is not None
         session = self.session()
         self.deployment_roles = install_deployment_roles(
@@ -142,7 +175,22 @@ class Sandbox:
             account=TOOLING_ACCOUNT,
             stack_name=self.stack_name,
             runtime=self.runtime,
-            parameters=dict(self.parameters),
+            api=api,
+            output_overrides={"ApiUrl": self.api},
+            parameters={
+                **self.parameters,
+                "SlackApiUrl": f"{self.slack_url}/api/",
+                "SlackResponseUrlPrefix": f"{self.slack_url}/actions/",
+            },
+            secret_values={
+                "SlackSecret": json.dumps(
+                    {
+                        "botToken": self.slack.bot_token,
+                        "signingSecret": self.slack_signing_secret,
+                        "teamId": self.slack.team_id,
+                    }
+                )
+            },
         )
         self.outputs = installer.install()
         specs = SpecStore(self.client("s3"), self.outputs["SpecsBucketName"])
@@ -152,6 +200,10 @@ class Sandbox:
     def describe(self) -> dict[str, Any]:
         return {
             "endpoint": self.endpoint,
+            "api": self.api,
+            "slack": self.slack_url,
+            "slackSigningSecret": self.slack_signing_secret,
+            "slackTeamId": self.slack.team_id,
             "region": self.region,
             "stackName": self.stack_name,
             "toolingAccount": TOOLING_ACCOUNT,
@@ -165,11 +217,11 @@ class Sandbox:
     def stop(self) -> None:
         if self.runtime:
             self.runtime.stop()
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread:
-            self._thread.join()
+        for server, thread in self._servers:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+        self._servers.clear()
         if self._own_log_dir and self.log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 

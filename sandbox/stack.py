@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ from typing import Any
 
 import boto3
 
+from sandbox.api_gateway import ApiGateway, Route
 from sandbox.lambda_runtime import FunctionConfig, LambdaRuntime
-from sandbox.template import Resolver, TemplateError, load_template
+from sandbox.template import Resolver, TemplateError, cfn_string, load_template
 
 LAMBDA_TRUST = {
     "Version": "2012-10-17",
@@ -34,6 +36,8 @@ STATES_TRUST = {
 # Installed in this order, so a resource's Ref/GetAtt targets exist before it.
 ORDER = [
     "AWS::Serverless::LayerVersion",
+    "AWS::SecretsManager::Secret",
+    "AWS::Serverless::Api",
     "AWS::DynamoDB::Table",
     "AWS::S3::Bucket",
     "AWS::S3::BucketPolicy",
@@ -60,8 +64,14 @@ class StackInstaller:
     account: str
     stack_name: str
     runtime: LambdaRuntime
+    api: ApiGateway | None = None
     parameters: dict[str, str] = field(default_factory=dict)
+    # SecretString per logical id; a secret not named here gets its template's generated value.
+    secret_values: dict[str, str] = field(default_factory=dict)
     layer_dirs: dict[str, Path] = field(default_factory=dict)
+    api_authorizers: dict[str, str] = field(default_factory=dict)
+    # Outputs whose deployed value means nothing locally (the API's URL, say).
+    output_overrides: dict[str, str] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
         return self.session.client(service, endpoint_url=self.endpoint, region_name=self.region)  # type: ignore[call-overload]
@@ -76,6 +86,8 @@ class StackInstaller:
             raise TemplateError(f"the sandbox cannot install resource types {unknown}")
         installers: dict[str, Callable[[str, dict[str, Any], Resolver, dict[str, Any]], None]] = {
             "AWS::Serverless::LayerVersion": self._layer,
+            "AWS::SecretsManager::Secret": self._secret,
+            "AWS::Serverless::Api": self._api,
             "AWS::DynamoDB::Table": self._table,
             "AWS::S3::Bucket": self._bucket,
             "AWS::S3::BucketPolicy": self._bucket_policy,
@@ -89,6 +101,7 @@ class StackInstaller:
                 if resource["Type"] == resource_type:
                     installers[resource_type](logical_id, resource.get("Properties", {}), resolver, globals_)
         outputs = {name: str(resolver.resolve(o["Value"])) for name, o in template.get("Outputs", {}).items()}
+        outputs.update(self.output_overrides)
         self._publish_outputs(outputs)
         return outputs
 
@@ -103,6 +116,33 @@ class StackInstaller:
         arn = self._arn("lambda", f"layer:{name}:1")
         resolver.refs[logical_id] = arn
         self.layer_dirs[arn] = self.repo / resolver.resolve(props["ContentUri"])
+
+    def _secret(self, logical_id: str, props: dict[str, Any], resolver: Resolver, _: dict[str, Any]) -> None:
+        p = resolver.resolve(props)
+        value = self.secret_values.get(logical_id) or p.get("SecretString")
+        if value is None:
+            generate = p.get("GenerateSecretString", {})
+            generated = secrets.token_hex(int(generate.get("PasswordLength", 32)) // 2)
+            template = json.loads(generate.get("SecretStringTemplate", "{}"))
+            value = json.dumps({**template, generate["GenerateStringKey"]: generated}) if template else generated
+        arn = self.client("secretsmanager").create_secret(
+            Name=p.get("Name", self._name(logical_id)), SecretString=value
+        )["ARN"]
+        resolver.refs[logical_id] = arn
+
+    def _api(self, logical_id: str, props: dict[str, Any], resolver: Resolver, _: dict[str, Any]) -> None:
+        resolver.refs[logical_id] = f"sandbox{logical_id.lower()}"
+        self.api_authorizers[logical_id] = props.get("Auth", {}).get("DefaultAuthorizer", "NONE")
+
+    def _routes(self, function: str, events: dict[str, Any]) -> None:
+        for event in events.values():
+            if event["Type"] != "Api":
+                raise TemplateError(f"the sandbox cannot deliver {event['Type']} events to {function}")
+            p = event["Properties"]
+            api = p.get("RestApiId", {}).get("Ref", "ServerlessRestApi")
+            authorizer = p.get("Auth", {}).get("Authorizer", self.api_authorizers.get(api, "NONE"))
+            assert self.api is not None, "a template with API routes needs the sandbox's API Gateway"
+            self.api.add_route(Route(p["Method"].upper(), p["Path"], function, authorizer))
 
     def _table(self, logical_id: str, props: dict[str, Any], resolver: Resolver, _: dict[str, Any]) -> None:
         p = resolver.resolve(props)
@@ -186,8 +226,10 @@ class StackInstaller:
         # Registered before its variables resolve, so functions can refer to each other.
         resolver.refs[logical_id] = name
         resolver.attributes[(logical_id, "Arn")] = arn
-        environment = {k: str(v) for k, v in resolver.resolve(variables).items()}
-        layers = [resolver.resolve(layer) for layer in merged.get("Layers", [])]
+        environment = {k: cfn_string(v) for k, v in resolver.resolve(variables).items()}
+        # SAM adds a function's own Layers to the Globals' ones.
+        declared = [*globals_.get("Function", {}).get("Layers", []), *props.get("Layers", [])]
+        layers = [resolver.resolve(layer) for layer in declared]
         self.client("lambda").create_function(
             FunctionName=name,
             Runtime=merged["Runtime"],
@@ -210,6 +252,7 @@ class StackInstaller:
                 memory_mb=int(merged.get("MemorySize", 128)),
             )
         )
+        self._routes(name, props.get("Events", {}))
 
     def _state_machine(self, logical_id: str, props: dict[str, Any], resolver: Resolver, _: dict[str, Any]) -> None:
         definition = (self.repo / props["DefinitionUri"]).read_text()

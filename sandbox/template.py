@@ -66,6 +66,13 @@ def load_template(path: Path) -> dict[str, Any]:
     return data
 
 
+def cfn_string(value: Any) -> str:
+    """A scalar as CloudFormation renders it into a string (YAML true is "true", not "True")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 @dataclass
 class Resolver:
     """Resolves intrinsics against parameters and the physical ids/attributes of resources."""
@@ -83,7 +90,10 @@ class Resolver:
             if name not in self.parameters:
                 if "Default" not in decl:
                     raise TemplateError(f"parameter {name} has no default and no override")
-                self.parameters[name] = str(decl["Default"])
+                self.parameters[name] = cfn_string(decl["Default"])
+        undeclared = sorted(set(self.parameters) - set(self.template.get("Parameters", {})))
+        if undeclared:
+            raise TemplateError(f"overrides for parameters the template does not declare: {undeclared}")
 
     def pseudo(self) -> dict[str, str]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,9 @@ import boto3
 import pytest
 import yaml
 
+from deployer.approvals import Approval
 from deployer_cli import client
+from deployer_cli.clicks import SandboxSlack, slack_user
 from deployer_cli.client import Stack
 from sandbox.accounts import TARGET_ACCOUNTS, account_session
 from sandbox.server import Sandbox
@@ -52,6 +55,28 @@ class Deployments:
 
     def run(self, environment: str, **kwargs: Any) -> dict[str, Any]:
         return self.finish(self.start(environment, **kwargs))
+
+    def approval(self, execution_arn: str) -> Approval:
+        """The deployment's approval, once it is posted to Slack."""
+        approval = client.open_approval(self.stack, execution_arn)
+        assert approval is not None, f"{execution_arn} ended without asking for approval"
+        return approval
+
+    def click(self, approval: Approval, user: str, action: str = "approve") -> dict[str, Any]:
+        """A signed Slack click by an approver (name or Slack id) through the API."""
+        spec, _ = self.stack.specs.get(approval.environment)
+        user_id, name = slack_user(spec, user)
+        return SandboxSlack.discover(self.sandbox.endpoint).click(approval, user_id, name, action)
+
+    def slack_messages(self) -> list[dict[str, Any]]:
+        """What the fake Slack recorded, read over its HTTP API like any client would."""
+        with urllib.request.urlopen(f"{self.sandbox.slack_url}/messages") as response:
+            return list(json.loads(response.read()))
+
+    def approval_message(self, approval: Approval) -> dict[str, Any]:
+        return next(
+            m for m in self.slack_messages() if m.get("ts") == approval.message_ts and m["channel"] == approval.channel
+        )
 
     def states_entered(self, execution_arn: str) -> list[str]:
         return [

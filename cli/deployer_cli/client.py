@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from deployer.approvals import Approval, ApprovalStore
 from deployer.models import DeploymentRequest, parse_event
 from deployer.records import RecordStore
 from deployer.spec import load_spec_file
@@ -55,6 +56,10 @@ class Stack:
     def records(self) -> RecordStore:
         table = self.session.resource("dynamodb", region_name=self.region, endpoint_url=self.endpoint_url)
         return RecordStore(table.Table(self.outputs["RecordsTableName"]))  # type: ignore[attr-defined]
+
+    @property
+    def approvals(self) -> ApprovalStore:
+        return ApprovalStore(self.records.table)
 
     @property
     def specs(self) -> SpecStore:
@@ -141,6 +146,29 @@ def wait(
         time.sleep(poll_seconds)
 
 
+def open_approval(stack: Stack, execution_arn: str, poll_seconds: float = 0.1) -> Approval | None:
+    """The deployment's approval once it is posted to Slack; None if the execution ends without one."""
+    sfn = stack.client("stepfunctions")
+    deployment_id = execution_arn.rsplit(":", 1)[1]
+    while True:
+        approval_id = (stack.records.get(deployment_id) or {}).get("approvalId")
+        approval = stack.approvals.get(approval_id) if approval_id else None
+        if approval is not None and approval.message_ts:
+            return approval
+        if sfn.describe_execution(executionArn=execution_arn)["status"] in TERMINAL:
+            return None
+        time.sleep(poll_seconds)
+
+
+def approvals_of(stack: Stack, approval_id: str | None) -> list[dict[str, Any]]:
+    if not approval_id:
+        return []
+    return [
+        {"user": v.user_id, "name": v.name, "decision": v.decision, "at": v.at.isoformat()}
+        for v in stack.approvals.votes(approval_id)
+    ]
+
+
 def summary(stack: Stack, execution_arn: str) -> dict[str, Any]:
     """The outcome of one deployment, as `deployer run --json` prints it."""
     sfn = stack.client("stepfunctions")
@@ -173,6 +201,8 @@ def summary(stack: Stack, execution_arn: str) -> dict[str, Any]:
             "resources": plan.get("resources", []),
         },
         "mutatingCalls": record.get("mutatingCalls", 0),
+        "approvalId": record.get("approvalId"),
+        "approvals": approvals_of(stack, record.get("approvalId")),
         "preflight": record.get("preflight", []),
         "checks": [c for region in record.get("regions", []) for c in record.get("checks", {}).get(region, [])],
         "stateTransitions": sum(1 for e in events if e["type"].endswith("StateEntered")),

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deployer.errors import DeployerError
 from deployer_cli import client
+from deployer_cli.clicks import ClicksUnavailable, SandboxSlack, slack_user
 from deployer_cli.client import Stack, StackNotFound
 
 DEFAULT_STACK = "bbws-deployer"
@@ -66,11 +67,48 @@ def _progress(args: argparse.Namespace, message: str) -> None:
 def _deploy(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
     version = client.push_spec(stack, Path(args.spec_dir), args.env)
     request = client.build_request(args.env, args.requested_by, args.change_ticket, dry_run, version)
+    clicks = [("approve", u) for u in getattr(args, "approve_as", None) or []]
+    clicks += [("reject", u) for u in getattr(args, "reject_as", None) or []]
+    slack = SandboxSlack.discover(stack.endpoint_url) if clicks else None
     arn = client.start(stack, request)
     _progress(args, f"deployment {arn.rsplit(':', 1)[1]} started")
     started = time.monotonic()
+    interactive = not clicks and sys.stdin.isatty() and stack.endpoint_url is not None
+    if not dry_run and (clicks or interactive):
+        _approve(args, stack, arn, slack, clicks)
     client.wait(stack, arn, on_state=lambda state: _progress(args, f"  {time.monotonic() - started:6.2f}s  {state}"))
     return client.summary(stack, arn)
+
+
+def _approve(
+    args: argparse.Namespace, stack: Stack, arn: str, slack: SandboxSlack | None, clicks: list[tuple[str, str]]
+) -> None:
+    """Click the approval for the given users, or ask on the terminal who clicks."""
+    approval = client.open_approval(stack, arn)
+    if approval is None:
+        return  # ended before any approval was needed (no approval policy, or an earlier failure)
+    _progress(args, f"approval {approval.approval_id} posted to Slack channel {approval.channel}")
+    spec, _ = stack.specs.get(approval.environment)
+    if not clicks:
+        try:
+            slack = SandboxSlack.discover(stack.endpoint_url)
+        except ClicksUnavailable as exc:
+            _progress(args, str(exc))
+            return
+    assert slack is not None
+    while True:
+        if clicks:
+            action, user = clicks.pop(0)
+        else:
+            answer = input("approve/reject as USER (e.g. 'approve sit-lead'), blank to wait for Slack: ").split()
+            if len(answer) != 2 or answer[0] not in ("approve", "reject"):
+                return
+            action, user = answer
+        user_id, name = slack_user(spec, user)
+        result = slack.click(approval, user_id, name, action)
+        _progress(args, f"  {action} as {name}: {result.get('outcome')} - {result.get('message')}")
+        if not clicks and not sys.stdin.isatty():
+            return
 
 
 def _print_summary(result: dict[str, Any]) -> None:
@@ -89,6 +127,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         for change in resource.get("changes", []):
             print(f"      {change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}")
     print(f"Mutating calls to target resources: {result['mutatingCalls']}")
+    for vote in result.get("approvals", []):
+        print(f"  {vote['decision']} by {vote['name']} ({vote['user']}) at {vote['at']}")
     for title, checks in (("Preflight", result["preflight"]), ("Checks", result["checks"])):
         if checks:
             failed = sum(1 for c in checks if not c["passed"])
@@ -123,6 +163,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if result["status"] in SUCCESS else 1
 
 
+def cmd_vote(args: argparse.Namespace) -> int:
+    with connect(args) as stack:
+        approval = stack.approvals.get(args.approval_id)
+        if approval is None:
+            print(f"deployer: no approval {args.approval_id}", file=sys.stderr)
+            return 2
+        spec, _ = stack.specs.get(approval.environment)
+        user_id, name = slack_user(spec, args.as_user)
+        result = SandboxSlack.discover(stack.endpoint_url).click(approval, user_id, name, args.action)
+    print(
+        json.dumps(result)
+        if args.json
+        else f"{args.action} as {name}: {result.get('outcome')} - {result.get('message')}"
+    )
+    return 0 if result.get("status") == 200 and result.get("outcome") in ("recorded", "approved", "rejected") else 1
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     with connect(args) as stack:
         records = stack.records.history(args.env, args.limit)
@@ -143,9 +200,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sandbox.server import Sandbox
 
-    with Sandbox(port=args.port, stack_name=args.stack_name, region=args.region) as sandbox:
+    sandbox = Sandbox(port=args.port, stack_name=args.stack_name, region=args.region)
+    if args.slack_signing_secret:
+        sandbox.slack_signing_secret = args.slack_signing_secret
+    with sandbox:
         info = sandbox.describe()
-        print(json.dumps(info, indent=2), flush=True)
+        print(json.dumps(info), flush=True)
         creds = info["credentials"]
         print(
             "\n# use it from another shell:\n"
@@ -182,7 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[target, deployment], help="run one deployment and wait for its outcome")
     run.add_argument("--dry-run", action="store_true", help="stop after the plan")
+    run.add_argument("--approve-as", action="append", metavar="USER", help="approve as this approver (sandbox)")
+    run.add_argument("--reject-as", action="append", metavar="USER", help="reject as this approver (sandbox)")
     run.set_defaults(func=cmd_run)
+
+    for action in ("approve", "reject"):
+        vote = sub.add_parser(action, parents=[target], help=f"{action} an approval as USER (a sandbox's Slack click)")
+        vote.add_argument("approval_id")
+        vote.add_argument("--as", dest="as_user", required=True, metavar="USER", help="Slack user id or approver name")
+        vote.set_defaults(func=cmd_vote, action=action)
 
     plan = sub.add_parser("plan", parents=[target, deployment], help="plan a deployment without applying it")
     plan.set_defaults(func=cmd_plan)
@@ -200,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--port", type=int, default=4566)
     box.add_argument("--stack-name", default=DEFAULT_STACK)
     box.add_argument("--region", default=DEFAULT_REGION)
+    box.add_argument("--slack-signing-secret", help="the fake Slack app's signing secret (default: random)")
     box.set_defaults(func=cmd_sandbox)
     return parser
 
@@ -208,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DeployerError, StackNotFound) as exc:
+    except (DeployerError, StackNotFound, ClicksUnavailable) as exc:
         print(f"deployer: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as exc:

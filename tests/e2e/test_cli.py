@@ -51,11 +51,44 @@ def test_run_json_prints_exactly_one_object_and_exits_zero_on_success(deployment
 
 
 def test_run_exits_one_and_names_the_error_when_the_deployment_fails(deployments: Deployments) -> None:
-    completed = deployer(deployments, "run", "--env", "sit", "--change-ticket", "CHG-1", "--json")
+    completed = deployer(
+        deployments, "run", "--env", "sit", "--change-ticket", "CHG-1", "--reject-as", "sit-lead", "--json"
+    )
     assert completed.returncode == 1
     result = json.loads(completed.stdout)
     assert result["status"] == "FAILED"
-    assert result["error"] == "PreflightFailed"
+    assert result["error"] == "ApprovalRejected"
+    assert [(a["name"], a["decision"]) for a in result["approvals"]] == [("sit-lead", "reject")]
+
+
+def test_sit_approved_from_the_command_line(deployments: Deployments) -> None:
+    completed = deployer(
+        deployments, "run", "--env", "sit", "--change-ticket", "CHG-2", "--requested-by", "alice",
+        "--approve-as", "sit-lead", "--json",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["status"] == "SUCCEEDED"
+    assert result["approvalId"].startswith("apv-")
+    assert [(a["user"], a["decision"]) for a in result["approvals"]] == [("U0SITLEAD1", "approve")]
+    assert "approve as sit-lead: approved" in completed.stderr
+
+
+def test_approve_command_clicks_through_the_api(deployments: Deployments) -> None:
+    # GIVEN a PROD deployment waiting for its two approvals
+    arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-3")
+    approval = deployments.approval(arn)
+    # WHEN two approvers approve with `deployer approve`
+    first = deployer(deployments, "approve", approval.approval_id, "--as", "senior-engineer-1")
+    second = deployer(deployments, "approve", approval.approval_id, "--as", "U0SENIOR02")
+    # THEN each click is reported, and the second reaches the quorum
+    assert first.returncode == 0, first.stderr
+    assert "recorded" in first.stdout
+    assert "approved" in second.stdout
+    assert deployments.finish(arn)["status"] == "SUCCEEDED"
+    # AND a click from someone who is not an approver fails
+    outsider = deployer(deployments, "reject", approval.approval_id, "--as", "U0NOBODY01")
+    assert outsider.returncode == 1
 
 
 def test_invalid_spec_is_refused_before_anything_starts(deployments: Deployments, tmp_path: Path) -> None:
@@ -105,10 +138,10 @@ def test_cli_requires_an_environment() -> None:
     assert exit_.value.code == 2
 
 
-def test_sandbox_command_serves_until_interrupted(tmp_path: Path) -> None:
+def test_sandbox_command_serves_until_interrupted() -> None:
     # GIVEN `deployer sandbox` started as a server on a free port
     server = subprocess.Popen(
-        [sys.executable, "-m", "deployer_cli.main", "sandbox", "--port", "0"],
+        [sys.executable, "-m", "deployer_cli.main", "sandbox", "--port", "0", "--slack-signing-secret", "s3cr3t"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -116,12 +149,9 @@ def test_sandbox_command_serves_until_interrupted(tmp_path: Path) -> None:
     )
     try:
         assert server.stdout is not None
-        lines = []
-        for line in server.stdout:
-            lines.append(line)
-            if line.rstrip() == "}":
-                break
-        info = json.loads("".join(lines))
+        info = json.loads(server.stdout.readline())  # one JSON line
+        assert info["slackSigningSecret"] == "s3cr3t"
+        assert {"endpoint", "api", "slack"} <= set(info)
         # WHEN a client uses the endpoint it printed
         session = boto3.Session(
             aws_access_key_id=info["credentials"]["accessKeyId"],

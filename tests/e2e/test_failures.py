@@ -123,16 +123,24 @@ def test_bucket_owned_by_another_account_fails_preflight_naming_it(deployments: 
     assert deployments.stack.records.lock_holder("e2e-taken") is None
 
 
-def test_environment_needing_approval_is_refused_at_preflight(deployments: Deployments) -> None:
-    # GIVEN SIT, whose policy requires one approval (the approval gate comes in a later issue)
-    # WHEN SIT is deployed with a valid change ticket
-    result = deployments.run("sit", change_ticket="CHG-1234")
-    # THEN preflight refuses it with a clear message and nothing is created in SIT
-    assert result["status"] == "FAILED"
+def test_approval_quorum_out_of_reach_without_the_requester_fails_preflight(deployments: Deployments) -> None:
+    # GIVEN an environment whose one approver is also the one requesting the deployment
+    approvals = {
+        "required": 1,
+        "approvers": [{"slackUserId": "U0ONLY0001", "name": "only-approver"}],
+        "channel": "C0E2E",
+    }
+    deployments.spec(
+        "e2e-quorum",
+        policy={"approvals": approvals, "lockLeaseMinutes": 90},
+        resources={"buckets": [{"name": "bbws-e2e-quorum"}]},
+    )
+    # WHEN that approver requests it
+    result = deployments.run("e2e-quorum", requested_by="only-approver")
+    # THEN preflight refuses before any approval is asked for
     assert result["error"] == "PreflightFailed"
-    assert "requires 1 approval(s)" in result["cause"]
-    s3 = deployments.target_client("s3", account=TARGET_ACCOUNTS["sit"])
-    assert "bbws-sit-data-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert "other than the requester only-approver" in result["cause"]
+    assert "RequestApproval" not in deployments.states_entered(result["executionArn"])
 
 
 def test_missing_change_ticket_fails_preflight(deployments: Deployments) -> None:

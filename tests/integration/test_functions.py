@@ -51,7 +51,7 @@ def context(deployments: Deployments) -> dict[str, Any]:
 def test_start_deployment_pins_the_spec_and_opens_the_record(deployments: Deployments, context: dict[str, Any]) -> None:
     assert context["environment"] == ENV
     assert context["regions"] == ["af-south-1"]
-    assert context["policy"] == {"approvalsRequired": 0, "lockLeaseSeconds": 7200}
+    assert context["policy"] == {"approvalsRequired": 0, "approvalFirstWaitSeconds": 3600, "lockLeaseSeconds": 7200}
     spec, latest = deployments.stack.specs.get(ENV)
     assert context["specVersion"] == latest
     assert context["specHash"] == spec.spec_hash()
@@ -114,20 +114,23 @@ def test_preflight_plan_provision_validate_in_sequence(deployments: Deployments,
     assert {c["name"] for c in record["preflight"]} >= {"account.identity", "bucket.name-available"}
 
 
-def test_preflight_refuses_an_environment_that_needs_approval(
+def test_preflight_refuses_a_quorum_out_of_reach_without_the_requester(
     deployments: Deployments, context: dict[str, Any]
 ) -> None:
-    needs_approval = copy.deepcopy(context)
+    # GIVEN an environment needing two approvals from its two approvers, requested by one of them
     approvers = [{"slackUserId": "U0AAA", "name": "a"}, {"slackUserId": "U0BBB", "name": "b"}]
     deployments.spec(
         "int-approval",
         policy={"approvals": {"required": 2, "approvers": approvers, "channel": "C0DEPLOY"}, "lockLeaseMinutes": 240},
     )
-    needs_approval["environment"] = "int-approval"
+    needs_approval = copy.deepcopy(context)
+    needs_approval.update(environment="int-approval", requestedBy="a")
     needs_approval["specVersion"] = client.push_spec(deployments.stack, deployments.spec_dir, "int-approval")
+    # WHEN preflight runs
     result = invoke(deployments, "preflight", {"deployment": needs_approval})
+    # THEN it refuses: the requester cannot approve, so the quorum is out of reach
     assert result.error_type == "PreflightFailed"
-    assert "requires 2 approval(s)" in result.payload["errorMessage"]
+    assert "only 1 approver(s) other than the requester a can vote" in result.payload["errorMessage"]
 
 
 def test_record_outcome_records_a_rejected_input(deployments: Deployments) -> None:

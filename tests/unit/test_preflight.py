@@ -48,7 +48,7 @@ def test_new_environment_passes_every_check(target: TargetSession, spec: Environ
     assert _details(results) == {
         f"account.identity {ACCOUNT}": f"deploying as account {ACCOUNT}",
         "change-ticket -": "no change ticket required",
-        "approvals.gate test": "no approvals required",
+        "approvals.quorum test": "no approvals required",
         f"bucket.name-available {BUCKET}": "available",
         f"table.backup {TABLE}": "will be created",
     }
@@ -90,10 +90,10 @@ def test_optional_change_ticket_must_still_match_the_pattern(target: TargetSessi
         run_preflight(target, ACCOUNT, spec, "chg 12", _now())
 
 
-def test_required_approvals_fail_until_there_is_a_gate(
+def test_approval_quorum_must_be_reachable_without_the_requester(
     target: TargetSession, spec_data: dict[str, Any], build_spec: Any
 ) -> None:
-    # GIVEN an environment that requires two approvals
+    # GIVEN an environment that requires two approvals from two approvers
     spec_data["policy"] = {
         "approvals": {
             "required": 2,
@@ -104,14 +104,19 @@ def test_required_approvals_fail_until_there_is_a_gate(
     }
     spec = build_spec(spec_data)
 
-    # WHEN preflight runs
-    # THEN it refuses, because the pipeline has no approval gate yet
-    with pytest.raises(PreflightFailed) as raised:
-        run_preflight(target, ACCOUNT, spec, None, _now())
-    assert str(raised.value) == (
-        "environment test requires 2 approval(s) but this deployment pipeline has no approval gate yet; "
-        "refusing to deploy without approval"
-    )
+    # WHEN someone else requests it, THEN the quorum is reachable
+    results = run_preflight(target, ACCOUNT, spec, None, _now(), requested_by="c")
+    assert _details(results)["approvals.quorum test"] == "2 approval(s) required from 2 eligible approver(s)"
+
+    # WHEN one of the two approvers requests it (by name or Slack id)
+    # THEN it is refused: they cannot approve their own deployment, so no quorum is possible
+    for requester in ("a", "U0AAA"):
+        with pytest.raises(PreflightFailed) as raised:
+            run_preflight(target, ACCOUNT, spec, None, _now(), requested_by=requester)
+        assert str(raised.value) == (
+            f"environment test requires 2 approval(s) but only 1 approver(s) other than the requester {requester} "
+            "can vote"
+        )
 
 
 def test_bucket_in_another_account_fails(target: TargetSession, spec: EnvironmentSpec) -> None:

@@ -51,5 +51,21 @@ class ValidationFailed(DeployerError):
     """One or more post-deployment checks failed."""
 
 
+class SlackNotConfigured(DeployerError):
+    """The Slack secret is missing a value the approval gate needs."""
+
+
 class TransientAwsError(DeployerError):
     """An AWS call kept failing with a retryable error after botocore's retries."""
+
+
+class ApprovalRejected(DeployerError):
+    """An approver rejected the deployment from Slack."""
+
+
+class ApprovalExpired(DeployerError):
+    """No quorum of approvers decided before the approval's time ran out."""
+
+
+class PlanChangedSinceApproval(DeployerError):
+    """The plan computed before applying differs from the plan the approvers approved."""

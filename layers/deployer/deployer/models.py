@@ -38,6 +38,8 @@ class PolicySummary(Event):
     """The policy fields the state machine's Choice states branch on."""
 
     approvals_required: int
+    # The first wait for approval: until the first reminder, or the whole timeout.
+    approval_first_wait_seconds: int
     lock_lease_seconds: int
 
 
@@ -66,12 +68,45 @@ class RegionEvent(Event):
     region: str
 
 
+class PlanSummary(Event):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    add: int
+    change: int
+    unchanged: int
+    hash: str
+    summary: str
+
+
+class ApprovalRequestEvent(Event):
+    """What the waitForTaskToken task passes to the approval request function."""
+
+    deployment: DeploymentContext
+    plan: PlanSummary
+    task_token: Annotated[str, Field(min_length=1)]
+
+
+class ApprovedEvent(Event):
+    """``$.approval``: what the approvals handler sent with SendTaskSuccess."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    decision: Literal["approved"]
+    approval_id: str
+    plan_hash: str
+    approvers: list[dict[str, Any]]
+
+
+class VerifyPlanEvent(Event):
+    deployment: DeploymentContext
+    approval: ApprovedEvent
+
+
 class StepError(Event):
     """What a Catch puts at ``$.error``."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
     error: Annotated[str, Field(alias="Error")]
-    cause: Annotated[str, Field(alias="Cause")] = ""
+    # Null when the failure carried no cause (moto's SendTaskFailure drops it, for one).
+    cause: Annotated[str | None, Field(alias="Cause")] = None
 
 
 class OutcomeEvent(Event):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     start_event = parse_event(StartEvent, event)
     request = parse_event(DeploymentRequest, start_event.input)
     spec, version = tooling.specs.get(request.environment, request.spec_version)
+    approvals = spec.policy.approvals
     context = DeploymentContext(
         deployment_id=start_event.deployment_id,
         execution_arn=start_event.execution_arn,
@@ -66,6 +68,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         regions=spec.regions.all(),
         policy=PolicySummary(
             approvals_required=spec.policy.approvals.required,
+            approval_first_wait_seconds=math.ceil(60 * (approvals.reminder_minutes or approvals.timeout_minutes)),
             lock_lease_seconds=spec.policy.lock_lease_minutes * 60,
         ),
     )
@@ -114,7 +117,9 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     with transient_errors():
         account = target.client("sts", spec.regions.primary).get_caller_identity()["Account"]
     try:
-        checks = run_preflight(target, account, spec, deployment.change_ticket, _now())
+        checks = run_preflight(
+            target, account, spec, deployment.change_ticket, _now(), requested_by=deployment.requested_by
+        )
     except PreflightFailed as exc:
         tooling.records.update(deployment.deployment_id, _now(), {"preflight": _checks(exc.checks)})
         raise
@@ -169,7 +174,7 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(_now())}
     if outcome.error:
         fields["error"] = outcome.error.error
-        fields["cause"] = _cause_message(outcome.error.cause)
+        fields["cause"] = _cause_message(outcome.error.cause or "")
     if outcome.deployment is None:
         # The input never validated, so no record exists yet: open one to hold the failure.
         environment = str(outcome.input.get("environment", "unknown"))[:32]

@@ -22,6 +22,8 @@ def run_preflight(
     spec: EnvironmentSpec,
     change_ticket: str | None,
     now: datetime,
+    *,
+    requested_by: str | None = None,
 ) -> list[CheckResult]:
     """Run every pre-deployment check; raise PreflightFailed listing each failure's detail on its own line.
 
@@ -31,7 +33,7 @@ def run_preflight(
     results = [
         run_check("account.identity", GLOBAL, spec.account, partial(_identity, spec, sts_identity_account)),
         run_check("change-ticket", GLOBAL, change_ticket or "-", partial(_change_ticket, spec, change_ticket)),
-        run_check("approvals.gate", GLOBAL, spec.environment, partial(_approvals, spec)),
+        run_check("approvals.quorum", GLOBAL, spec.environment, partial(_approvals, spec, requested_by)),
     ]
     for bucket in spec.resources.buckets:
         region = spec.region_of(bucket)
@@ -66,14 +68,19 @@ def _change_ticket(spec: EnvironmentSpec, ticket: str | None) -> tuple[bool, str
     return True, f"change ticket {ticket}"
 
 
-def _approvals(spec: EnvironmentSpec) -> tuple[bool, str]:
-    required = spec.policy.approvals.required
-    if required == 0:
+def _approvals(spec: EnvironmentSpec, requested_by: str | None) -> tuple[bool, str]:
+    policy = spec.policy.approvals
+    if policy.required == 0:
         return True, "no approvals required"
-    return False, (
-        f"environment {spec.environment} requires {required} approval(s) but this deployment pipeline has no "
-        "approval gate yet; refusing to deploy without approval"
-    )
+    # The requester may never approve their own deployment: a quorum without them must exist.
+    voters = {a.slack_user_id: a for a in [*policy.approvers, *policy.escalation_approvers]}
+    eligible = [a for a in voters.values() if requested_by not in (a.name, a.slack_user_id)]
+    if len(eligible) < policy.required:
+        return False, (
+            f"environment {spec.environment} requires {policy.required} approval(s) but only {len(eligible)} "
+            f"approver(s) other than the requester {requested_by} can vote"
+        )
+    return True, f"{policy.required} approval(s) required from {len(eligible)} eligible approver(s)"
 
 
 def _bucket_name(s3: Any, name: str, account: str, region: str) -> tuple[bool, str]:

@@ -153,6 +153,8 @@ class Approvals(Model):
     timeout_minutes: Annotated[float, Field(ge=0.05, le=7 * 24 * 60)] = 60
     reminder_minutes: Annotated[float, Field(ge=0.05, le=7 * 24 * 60)] | None = None
     escalation_approvers: list[Approver] = []
+    # Ask "are you sure?" in Slack before a vote counts.
+    confirm: bool = False
     channel: Annotated[str, Field(pattern=SLACK_CHANNEL)] | None = None
 
     @model_validator(mode="after")

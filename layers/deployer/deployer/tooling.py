@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities import parameters
 
+from deployer.approvals import ApprovalStore
 from deployer.aws import retry_config
+from deployer.errors import SlackNotConfigured
+from deployer.interactions import InteractionContext
 from deployer.records import RecordStore
 from deployer.resources import WaitConfig
+from deployer.slack import Slack
 from deployer.specstore import SpecStore
+
+SECRET_MAX_AGE_SECONDS = 300
 
 
 @dataclass
@@ -25,6 +33,11 @@ class Tooling:
     specs_bucket: str
     event_bus: str
     wait: WaitConfig
+    slack_secret_arn: str = ""
+    slack_api_url: str = "https://slack.com/api/"
+    # Slack's response_url for a click is only ever posted to under this prefix.
+    slack_response_url_prefix: str = "https://hooks.slack.com/"
+    console_base_url: str = "https://console.aws.amazon.com"
 
     @classmethod
     def from_environment(cls) -> Tooling:
@@ -36,6 +49,10 @@ class Tooling:
                 delay_seconds=float(os.environ.get("WAIT_DELAY_SECONDS", "5")),
                 max_attempts=int(os.environ.get("WAIT_MAX_ATTEMPTS", "60")),
             ),
+            slack_secret_arn=os.environ.get("SLACK_SECRET_ARN", ""),
+            slack_api_url=os.environ.get("SLACK_API_URL", cls.slack_api_url),
+            slack_response_url_prefix=os.environ.get("SLACK_RESPONSE_URL_PREFIX", cls.slack_response_url_prefix),
+            console_base_url=os.environ.get("CONSOLE_BASE_URL", cls.console_base_url),
         )
 
     @cached_property
@@ -56,3 +73,38 @@ class Tooling:
     @cached_property
     def specs(self) -> SpecStore:
         return SpecStore(self.client("s3"), self.specs_bucket)
+
+    @cached_property
+    def sfn(self) -> Any:
+        return self.client("stepfunctions")
+
+    @cached_property
+    def approvals(self) -> ApprovalStore:
+        return ApprovalStore(self.records.table)
+
+    def slack_secret(self) -> dict[str, str]:
+        """{"botToken", "signingSecret", "teamId"} from Secrets Manager, cached for five minutes."""
+        secret = parameters.get_secret(self.slack_secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
+        missing = [k for k in ("botToken", "signingSecret", "teamId") if not secret.get(k)]
+        if missing:
+            raise SlackNotConfigured(f"the Slack secret {self.slack_secret_arn} lacks {', '.join(missing)}")
+        return {k: str(secret[k]) for k in ("botToken", "signingSecret", "teamId")}
+
+    @property
+    def slack(self) -> Slack:
+        return Slack(self.slack_secret()["botToken"], self.slack_api_url, self.slack_response_url_prefix)
+
+    def interaction_context(self) -> InteractionContext:
+        secret = self.slack_secret()
+        return InteractionContext(
+            store=self.approvals,
+            sfn=self.sfn,
+            slack=Slack(secret["botToken"], self.slack_api_url, self.slack_response_url_prefix),
+            signing_secret=secret["signingSecret"],
+            team_id=secret["teamId"],
+            now=lambda: datetime.now(UTC),
+        )
+
+    def console_url(self, execution_arn: str) -> str:
+        region = execution_arn.split(":")[3]
+        return f"{self.console_base_url}/states/home?region={region}#/v2/executions/details/{execution_arn}"

@@ -1,0 +1,155 @@
+"""The approval gate's steps: request (waitForTaskToken), wait elapsed, plan verification, Slack clicks.
+
+The gate is a loop in the state machine: RequestApproval waits for a task token with a
+timeout of one reminder interval; when it elapses, ApprovalWaitElapsed either reminds
+the approvers and loops (RequestApproval registers a fresh token) or, past the
+deadline, marks the approval expired and fails with ApprovalExpired. A decision made
+while no token was live is delivered as soon as the next token is registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from deployer.approvals import Approval, ApprovalStore, deliver_decision
+from deployer.aws import assume_role
+from deployer.errors import ApprovalExpired, PlanChangedSinceApproval
+from deployer.interactions import handle_interaction
+from deployer.models import ApprovalRequestEvent, DeploymentContext, DeploymentEvent, VerifyPlanEvent, parse_event
+from deployer.plan import plan_environment
+from deployer.slack import approval_blocks, decided_blocks, reminder_text
+from deployer.spec import EnvironmentSpec
+from deployer.tooling import Tooling
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def approval_id_for(deployment_id: str) -> str:
+    """One approval per deployment, derived from it so a retried request finds the same one."""
+    return "apv-" + hashlib.sha256(deployment_id.encode()).hexdigest()[:16]
+
+
+def _spec(tooling: Tooling, deployment: DeploymentContext) -> EnvironmentSpec:
+    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
+    return spec
+
+
+def _title(approval: Approval) -> str:
+    return f"Approval needed: {approval.environment} deployment {approval.deployment_id} ({approval.plan_summary})"
+
+
+def request_approval(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Open the approval and post it to Slack, or register the loop's new task token."""
+    request = parse_event(ApprovalRequestEvent, event)
+    deployment, store = request.deployment, tooling.approvals
+    approval_id = approval_id_for(deployment.deployment_id)
+    approval = store.get(approval_id)
+    if approval is None:
+        approval = _new_approval(tooling, request, approval_id)
+        store.create(approval)
+        tooling.records.update(deployment.deployment_id, _now(), {"approvalId": approval_id})
+    else:
+        approval = store.set_token(approval_id, request.task_token)
+    if approval.message_ts is None:
+        blocks = approval_blocks(approval, [], tooling.console_url(deployment.execution_arn))
+        store.set_message(approval_id, tooling.slack.post(approval.channel, _title(approval), blocks))
+    if approval.status in ("APPROVED", "REJECTED"):
+        deliver_decision(tooling.sfn, approval, store.votes(approval_id))
+    return {"approvalId": approval_id, "status": approval.status}
+
+
+def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: str) -> Approval:
+    deployment = request.deployment
+    policy = _spec(tooling, deployment).policy.approvals
+    record = tooling.records.get(deployment.deployment_id) or {}
+    resources = record.get("plan", {}).get("resources", [])
+    now = _now()
+    assert policy.channel is not None  # the spec requires a channel whenever approvals are required
+    return Approval(
+        approval_id=approval_id,
+        deployment_id=deployment.deployment_id,
+        execution_arn=deployment.execution_arn,
+        environment=deployment.environment,
+        requested_by=deployment.requested_by,
+        change_ticket=deployment.change_ticket,
+        plan_hash=request.plan.hash,
+        plan_summary=request.plan.summary,
+        plan_resources=[{k: r[k] for k in ("kind", "name", "region", "action", "changes")} for r in resources],
+        required=policy.required,
+        approvers=[a.model_dump(by_alias=True) for a in policy.approvers],
+        escalation_approvers=[a.model_dump(by_alias=True) for a in policy.escalation_approvers],
+        confirm=policy.confirm,
+        channel=policy.channel,
+        created_at=now,
+        expires_at=now + timedelta(minutes=policy.timeout_minutes),
+        task_token=request.task_token,
+    )
+
+
+def approval_wait_elapsed(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Past the deadline: expire and fail. Before it: remind in the thread and wait again."""
+    deployment = parse_event(DeploymentEvent, event).deployment
+    store = tooling.approvals
+    approval_id = approval_id_for(deployment.deployment_id)
+    approval = store.get(approval_id)
+    if approval is None:
+        raise ApprovalExpired(f"approval {approval_id} of deployment {deployment.deployment_id} was never opened")
+    now = _now()
+    if approval.status == "PENDING" and now >= approval.expires_at:
+        expired_now = store.decide(approval_id, "EXPIRED", [], now)
+        approval = _refresh(store, approval_id)  # a click may have decided it first
+        if expired_now and approval.message_ts:
+            blocks = decided_blocks(approval, store.votes(approval_id))
+            tooling.slack.update(approval.channel, approval.message_ts, f"Expired: {_title(approval)}", blocks)
+    if approval.status == "EXPIRED":
+        minutes = (approval.expires_at - approval.created_at).total_seconds() / 60
+        raise ApprovalExpired(
+            f"approval {approval_id} got no decision within {minutes:g} minutes; nothing was deployed"
+        )
+    if approval.status == "PENDING":
+        tooling.slack.post(
+            approval.channel, reminder_text(approval, store.votes(approval_id)), [], thread_ts=approval.message_ts
+        )
+        store.note_reminder(approval_id)
+    return {"waitSeconds": _next_wait(tooling, deployment, approval, now)}
+
+
+def _refresh(store: ApprovalStore, approval_id: str) -> Approval:
+    approval = store.get(approval_id)
+    assert approval is not None
+    return approval
+
+
+def _next_wait(tooling: Tooling, deployment: DeploymentContext, approval: Approval, now: datetime) -> int:
+    if approval.status != "PENDING":
+        return 1  # decided while no token was live: the next RequestApproval delivers it at once
+    remaining = (approval.expires_at - now).total_seconds()
+    reminder = _spec(tooling, deployment).policy.approvals.reminder_minutes
+    wait = min(remaining, reminder * 60) if reminder else remaining
+    return max(1, math.ceil(wait))
+
+
+def verify_plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Re-plan after approval: a plan that changed since it was approved stops the deployment."""
+    verify = parse_event(VerifyPlanEvent, event)
+    deployment, approval = verify.deployment, verify.approval
+    spec = _spec(tooling, deployment)
+    target = assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment.deployment_id}")
+    current = plan_environment(target, spec)
+    if current.hash != approval.plan_hash:
+        tooling.records.update(deployment.deployment_id, _now(), {"replan": current.to_dict()})
+        raise PlanChangedSinceApproval(
+            f"the plan changed after approval {approval.approval_id} (approved {approval.plan_hash}, "
+            f"now {current.hash}: {current.summary()}); nothing was changed, start a new deployment to re-approve"
+        )
+    return {"planHash": current.hash}
+
+
+def slack_interaction(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """POST /slack/interactions: an API Gateway proxy event in, a proxy response out."""
+    return handle_interaction(event, tooling.interaction_context())
