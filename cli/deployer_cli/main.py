@@ -96,7 +96,7 @@ def _approve(
             _progress(args, str(exc))
             return
     assert slack is not None
-    while True:
+    while (stack.approvals.get(approval.approval_id) or approval).status == "PENDING":
         if clicks:
             action, user = clicks.pop(0)
         else:
@@ -138,14 +138,18 @@ def _print_summary(result: dict[str, Any]) -> None:
                 print(f"  {mark} {c['region']:<10} {c['resource']:<28} {c['name']:<26} {c['detail']}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    with connect(args) as stack:
-        result = _deploy(args, stack, args.dry_run)
+def _report(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Print the outcome (one JSON object with --json); the exit status says whether it succeeded."""
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         _print_summary(result)
     return 0 if result["status"] in SUCCESS else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with connect(args) as stack:
+        return _report(args, _deploy(args, stack, args.dry_run))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -155,12 +159,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with connect(args) as stack:
-        result = client.summary(stack, args.execution_arn)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        _print_summary(result)
-    return 0 if result["status"] in SUCCESS else 1
+        return _report(args, client.summary(stack, args.execution_arn))
 
 
 def cmd_vote(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from deployer.errors import ApprovalExpired, PlanChangedSinceApproval
 from deployer.interactions import handle_interaction
 from deployer.models import ApprovalRequestEvent, DeploymentContext, DeploymentEvent, VerifyPlanEvent, parse_event
 from deployer.plan import plan_environment
-from deployer.slack import approval_blocks, decided_blocks, reminder_text
+from deployer.slack import approval_blocks, decided_blocks, execution_console_url, reminder_text
 from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
 
@@ -56,7 +56,7 @@ def request_approval(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     else:
         approval = store.set_token(approval_id, request.task_token)
     if approval.message_ts is None:
-        blocks = approval_blocks(approval, [], tooling.console_url(deployment.execution_arn))
+        blocks = approval_blocks(approval, [], execution_console_url(deployment.execution_arn))
         store.set_message(approval_id, tooling.slack.post(approval.channel, _title(approval), blocks))
     if approval.status in ("APPROVED", "REJECTED"):
         deliver_decision(tooling.sfn, approval, store.votes(approval_id))

@@ -37,7 +37,6 @@ class Tooling:
     slack_api_url: str = "https://slack.com/api/"
     # Slack's response_url for a click is only ever posted to under this prefix.
     slack_response_url_prefix: str = "https://hooks.slack.com/"
-    console_base_url: str = "https://console.aws.amazon.com"
 
     @classmethod
     def from_environment(cls) -> Tooling:
@@ -52,7 +51,6 @@ class Tooling:
             slack_secret_arn=os.environ.get("SLACK_SECRET_ARN", ""),
             slack_api_url=os.environ.get("SLACK_API_URL", cls.slack_api_url),
             slack_response_url_prefix=os.environ.get("SLACK_RESPONSE_URL_PREFIX", cls.slack_response_url_prefix),
-            console_base_url=os.environ.get("CONSOLE_BASE_URL", cls.console_base_url),
         )
 
     @cached_property
@@ -104,7 +102,3 @@ class Tooling:
             team_id=secret["teamId"],
             now=lambda: datetime.now(UTC),
         )
-
-    def console_url(self, execution_arn: str) -> str:
-        region = execution_arn.split(":")[3]
-        return f"{self.console_base_url}/states/home?region={region}#/v2/executions/details/{execution_arn}"
