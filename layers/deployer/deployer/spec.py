@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,12 +80,24 @@ class Encryption(Model):
         return self
 
 
+class BucketReplication(Model):
+    """S3 cross-region replication of every object to another bucket of this spec."""
+
+    destination: Annotated[str, Field(pattern=BUCKET_NAME)]
+    delete_marker_replication: bool = True
+    # The replication role in the target account (target-account/deployment-role.yaml creates it).
+    role_name: Annotated[str, Field(pattern=r"^[\w+=,.@-]{1,64}$")] = "bbws-s3-replication"
+    # With SSE-KMS on the source, replicas are encrypted with this key in the destination region.
+    replica_kms_key_id: str | None = None
+
+
 class Bucket(Model):
     name: Annotated[str, Field(pattern=BUCKET_NAME)]
     region: Literal["primary", "failover"] = "primary"
     versioning: bool = True
     public_access_block: PublicAccessBlock = PublicAccessBlock()
     encryption: Encryption = Encryption()
+    replication: BucketReplication | None = None
     tags: Tags = {}
 
     @field_validator("name")
@@ -109,6 +123,8 @@ class Table(Model):
     billing_mode: Literal["PAY_PER_REQUEST"] = "PAY_PER_REQUEST"
     ttl_attribute: Annotated[str, Field(pattern=ATTRIBUTE_NAME)] | None = None
     point_in_time_recovery: bool = True
+    # Global-table replicas (current version, UpdateTable ReplicaUpdates) in these regions.
+    replica_regions: list[Literal["primary", "failover"]] = []
     tags: Tags = {}
 
     @model_validator(mode="after")
@@ -193,11 +209,56 @@ class BackupPolicy(Model):
     max_age_hours: Annotated[int, Field(ge=1, le=24 * 35)] = 24
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class DeploymentWindow(Model):
+    """When changes may be applied: weekdays and hours in a time zone, minus blackout dates."""
+
+    time_zone: str = "UTC"
+    weekdays: list[Weekday] = list(WEEKDAYS)
+    start: Annotated[str, Field(pattern=CLOCK_TIME)] = "00:00"
+    end: Annotated[str, Field(pattern=CLOCK_TIME)] = "23:59"
+    blackout_dates: list[date] = []
+    # A deployment that reaches provisioning outside the window waits at most this long for it.
+    max_wait_hours: Annotated[float, Field(ge=0, le=24 * 14)] = 0
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Africa/Johannesburg)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> DeploymentWindow:
+        if self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        if not self.weekdays:
+            raise ValueError("weekdays must name at least one day")
+        return self
+
+
+class Promotion(Model):
+    # This environment only receives a resources spec that already succeeded in that one.
+    from_: Annotated[str, Field(alias="from", pattern=ENVIRONMENT_NAME)]
+    # An override needs this many extra approvals, recorded as an override.
+    override_approvals: Annotated[int, Field(ge=1, le=10)] = 1
+
+
 class Policy(Model):
     approvals: Approvals = Approvals()
     change_ticket: ChangeTicketPolicy = ChangeTicketPolicy()
     backup: BackupPolicy = BackupPolicy()
     lock_lease_minutes: Annotated[int, Field(ge=1, le=8 * 24 * 60)] = 120
+    window: DeploymentWindow | None = None
+    # A scheduled deployment (--at / scheduledFor) must be announced at least this long before.
+    minimum_notice_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 0
+    promotion: Promotion | None = None
 
     @model_validator(mode="after")
     def _lease_outlives_approval(self) -> Policy:
@@ -251,7 +312,51 @@ class EnvironmentSpec(Model):
                 )
         if not self.resources.buckets and not self.resources.tables:
             raise ValueError("resources must declare at least one bucket or table")
+        self._check_replication()
         return self
+
+    def _check_replication(self) -> None:
+        buckets = {b.name: b for b in self.resources.buckets}
+        for bucket in self.resources.buckets:
+            if bucket.replication is None:
+                continue
+            destination = buckets.get(bucket.replication.destination)
+            if destination is None:
+                raise ValueError(
+                    f"bucket {bucket.name}: replication.destination {bucket.replication.destination} "
+                    "is not a bucket of this spec"
+                )
+            if destination.region == bucket.region:
+                raise ValueError(f"bucket {bucket.name}: replication.destination must be in the other region")
+            if not (bucket.versioning and destination.versioning):
+                raise ValueError(f"bucket {bucket.name}: replication needs versioning on both buckets")
+        for table in self.resources.tables:
+            if table.region in table.replica_regions:
+                raise ValueError(f"table {table.name}: replicaRegions may not include the table's own region")
+            if "failover" in table.replica_regions and not self.regions.failover:
+                raise ValueError(f"table {table.name}: a failover replica needs regions.failover")
+
+    def replica_regions_of(self, table: Table) -> list[str]:
+        return [self.regions.resolve(r) for r in table.replica_regions]
+
+    def replicated_buckets(self) -> list[Bucket]:
+        return [b for b in self.resources.buckets if b.replication is not None]
+
+    def promotion_hash(self) -> str:
+        """The resources spec with this environment's name abstracted, to compare across environments.
+
+        ``bbws-sit-data-bucket`` and ``bbws-prod-data-bucket`` are the same resource in two
+        environments; only resources in the primary region and their settings count, since
+        the failover copies exist only where there is a failover region. Tags are labels
+        (an environment's data classification, say), not behaviour, so they do not count.
+        """
+        unshared: dict[str, Any] = {"replication": None, "replica_regions": [], "tags": {}}
+        data = Resources(
+            buckets=[b.model_copy(update=unshared) for b in self.resources.buckets if b.region == "primary"],
+            tables=[t.model_copy(update=unshared) for t in self.resources.tables if t.region == "primary"],
+        ).model_dump(mode="json", by_alias=True)
+        text = json.dumps(data, sort_keys=True).replace(f"-{self.environment}-", "-{environment}-")
+        return _hash(json.loads(text))
 
     def region_of(self, resource: Bucket | Table) -> str:
         return self.regions.resolve(resource.region)
