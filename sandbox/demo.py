@@ -11,12 +11,16 @@ from __future__ import annotations
 import sys
 import time
 from argparse import Namespace
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from deployer_cli import client, main
 from deployer_cli.client import Stack
 from sandbox.accounts import TARGET_ACCOUNTS, account_session
 from sandbox.server import Sandbox
+
+DEMO_TIME = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Africa/Johannesburg"))  # a Tuesday
 
 
 def _section(title: str) -> None:
@@ -65,8 +69,10 @@ def show_slack(sandbox: Sandbox, channel: str) -> None:
 def run() -> int:
     started = time.monotonic()
     _section("starting the sandbox (moto server + the stack from template.yaml)")
-    with Sandbox() as sandbox:
+    # PROD deploys only inside its window (Mon-Thu 09:00-15:00 Johannesburg): the functions see this time.
+    with Sandbox(time=DEMO_TIME) as sandbox:
         print(f"  endpoint {sandbox.endpoint}, stack {sandbox.stack_name}, logs {sandbox.log_dir}")
+        print(f"  simulated time {DEMO_TIME.isoformat()} (inside PROD's deployment window)")
         stack = client.Stack.discover(sandbox.session(), sandbox.stack_name, sandbox.region, sandbox.endpoint)
         first = deploy(stack, "DEV deployment (runbook sections 3, 4 and 7)")
         _section("what is now in the DEV account (536580886816)")
@@ -82,11 +88,27 @@ def run() -> int:
         )
         _section("the approval in Slack (fake Slack, channel C0DEPLOYSIT)")
         show_slack(sandbox, "C0DEPLOYSIT")
-    _section("done")
-    print(f"  DEV: {first['status']}, re-run: {second['status']} with {second['mutatingCalls']} mutating calls")
-    print(f"  SIT: {sit['status']}, approved by {', '.join(a['name'] for a in sit['approvals'])}")
+        prod = deploy(
+            stack,
+            "PROD deployment (runbook section 6): promoted from SIT, two approvers, both regions, replication",
+            env="prod",
+            change_ticket="CHG-2026",
+            approve_as=["senior-engineer-1", "senior-engineer-2"],
+            reject_as=None,
+        )
+        _section("the approval in Slack (fake Slack, channel C0DEPLOYPROD)")
+        show_slack(sandbox, "C0DEPLOYPROD")
+    _section("summary")
+    for name, result in (("DEV", first), ("DEV re-run", second), ("SIT", sit), ("PROD", prod)):
+        checks = result["checks"]
+        passed = sum(1 for c in checks if c["passed"])
+        approvers = ", ".join(a["name"] for a in result["approvals"]) or "none needed"
+        print(
+            f"  {name:<10} {result['status']:<10} regions {'+'.join(result['regions']):<22} "
+            f"checks {passed}/{len(checks)}  mutating calls {result['mutatingCalls']:<3} approved by {approvers}"
+        )
     print(f"  demo wall time {time.monotonic() - started:.1f}s")
-    ok = all(r["status"] == "SUCCEEDED" for r in (first, second, sit)) and second["mutatingCalls"] == 0
+    ok = all(r["status"] == "SUCCEEDED" for r in (first, second, sit, prod)) and second["mutatingCalls"] == 0
     return 0 if ok else 1
 
 

@@ -102,11 +102,9 @@ class Worker:
 
     def invoke(self, payload: Any, request_id: str) -> dict[str, Any]:
         assert self.process.stdin is not None
-        deadline = time.time() + self.config.timeout_seconds
+        request = {"payload": payload, "requestId": request_id, "timeoutSeconds": self.config.timeout_seconds}
         try:
-            self.process.stdin.write(
-                json.dumps({"payload": payload, "requestId": request_id, "deadline": deadline}) + "\n"
-            )
+            self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
         except BrokenPipeError:
             self.stop()
@@ -262,6 +260,7 @@ class LambdaRuntime:
         return Response(json.dumps(result), status=200, headers=headers)
 
     def stop(self) -> None:
+        """Stop the idle workers; the next invocation of each function starts a fresh one (a cold start)."""
         with self._lock:
             workers = [w for ws in self._idle.values() for w in ws]
             self._idle.clear()

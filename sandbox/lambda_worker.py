@@ -24,11 +24,11 @@ from typing import Any
 class Context:
     """The attributes of Lambda's context object that handlers and Powertools read."""
 
-    def __init__(self, request_id: str, deadline: float) -> None:
+    def __init__(self, request_id: str, deadline: float, function_arn: str) -> None:
         self.aws_request_id = request_id
         self.function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
         self.function_version = "$LATEST"
-        self.invoked_function_arn = os.environ["SANDBOX_FUNCTION_ARN"]
+        self.invoked_function_arn = function_arn
         self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
         self.log_group_name = f"/aws/lambda/{self.function_name}"
         self.log_stream_name = f"sandbox/{os.getpid()}"
@@ -39,9 +39,17 @@ class Context:
 
 
 def main() -> None:
-    responses = os.fdopen(int(os.environ["SANDBOX_RESPONSE_FD"]), "w", buffering=1)
+    # The sandbox's own settings are taken out of the environment the function sees.
+    responses = os.fdopen(int(os.environ.pop("SANDBOX_RESPONSE_FD")), "w", buffering=1)
+    function_arn = os.environ.pop("SANDBOX_FUNCTION_ARN")
+    sys.path[:0] = os.environ.pop("SANDBOX_PYTHONPATH").split(os.pathsep)
+    offset = float(os.environ.pop("SANDBOX_TIME_OFFSET_SECONDS", "0"))
+    if offset:
+        # Simulated wall-clock time (`deployer sandbox --time`): it ticks on from the given moment.
+        import time_machine
+
+        time_machine.travel(time.time() + offset, tick=True).start()
     os.dup2(2, 1)  # the handler's stdout goes where its logs go
-    sys.path[:0] = os.environ["SANDBOX_PYTHONPATH"].split(os.pathsep)
     module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
     started = time.perf_counter()
     try:
@@ -54,7 +62,8 @@ def main() -> None:
     responses.write(json.dumps({"ready": True, "initSeconds": time.perf_counter() - started}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
-        context = Context(request.get("requestId") or str(uuid.uuid4()), request["deadline"])
+        deadline = time.time() + request["timeoutSeconds"]  # on the worker's (possibly simulated) clock
+        context = Context(request.get("requestId") or str(uuid.uuid4()), deadline, function_arn)
         answer: dict[str, Any]
         try:
             result = handler(request["payload"], context)

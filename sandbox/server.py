@@ -23,6 +23,7 @@ import threading
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,17 @@ from sandbox.accounts import (
     install_deployment_roles,
 )
 from sandbox.api_gateway import ApiGateway
+from sandbox.dynamodb_replicas import DynamoDBReplicas
 from sandbox.fake_slack import FakeSlack
 from sandbox.lambda_runtime import LambdaRuntime
+from sandbox.s3_replication import S3Replication
 from sandbox.stack import StackInstaller
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STACK = "bbws-deployer"
 DEFAULT_REGION = "af-south-1"
 # Test-speed settings for the template's parameters; real AWS keeps the defaults.
-SANDBOX_PARAMETERS = {"WaitDelaySeconds": "0.2", "WaitMaxAttempts": "50"}
+SANDBOX_PARAMETERS = {"WaitDelaySeconds": "0.2", "WaitMaxAttempts": "50", "ReplicationCheckTimeoutSeconds": "20"}
 SLACK_TEAM_ID = "T0BBWS0001"
 INFO_PATH = "/_sandbox/info"
 
@@ -81,6 +84,8 @@ class Sandbox:
     region: str = DEFAULT_REGION
     parameters: dict[str, str] = field(default_factory=lambda: dict(SANDBOX_PARAMETERS))
     slack_signing_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Simulated wall-clock time the functions see (ticking on from it); None is the real time.
+    time: datetime | None = None
     # Each function's stdout/stderr, as CloudWatch Logs would hold them. A directory the
     # sandbox made itself is removed on stop; one passed in is kept.
     log_dir: Path | None = None
@@ -88,6 +93,9 @@ class Sandbox:
     deployment_roles: dict[str, str] = field(default_factory=dict)
     runtime: LambdaRuntime | None = None
     slack: FakeSlack = field(default_factory=lambda: FakeSlack(f"xoxb-sandbox-{secrets.token_hex(8)}", SLACK_TEAM_ID))
+    # moto 5.2.5 gaps, each emulated in its own module; pause()/resume() them for fault tests.
+    s3_replication: S3Replication = field(default_factory=S3Replication)
+    dynamodb_replicas: DynamoDBReplicas = field(default_factory=DynamoDBReplicas)
     _servers: list[tuple[BaseWSGIServer, threading.Thread]] = field(default_factory=list)
     _own_log_dir: bool = False
 
@@ -127,6 +135,8 @@ class Sandbox:
         if self.log_dir is None:
             self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
+        self.s3_replication.start()
+        self.dynamodb_replicas.start()
         aws = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime, self.describe)
         self._serve(aws, self.port, MotoRequestHandler)
         # moto's ASL interpreter calls Lambda and the SDK integrations on this port.
@@ -135,10 +145,24 @@ class Sandbox:
         self._serve(api, 0)
         self._serve(self.slack, 0)
         self.runtime.base_env.update(self._function_env())
+        if self.time is not None:
+            self.travel(self.time)
         # moto's backends are per process: a new sandbox starts from nothing.
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).close()  # noqa: S310
         self._install(api)
         return self
+
+    @property
+    def time_offset_seconds(self) -> float:
+        assert self.runtime is not None
+        return float(self.runtime.base_env.get("SANDBOX_TIME_OFFSET_SECONDS", "0"))
+
+    def travel(self, to: datetime) -> None:
+        """Move the functions' clock to ``to`` (ticking on from there): warm workers are recycled."""
+        assert self.runtime is not None
+        offset = (to - datetime.now(UTC)).total_seconds()
+        self.runtime.base_env["SANDBOX_TIME_OFFSET_SECONDS"] = f"{offset:.3f}"
+        self.runtime.stop()
 
     def _serve(self, app: Any, port: int, handler: Any = None) -> None:
         server = make_server("127.0.0.1", port, app, threaded=True, request_handler=handler)
@@ -204,6 +228,7 @@ class Sandbox:
             "slack": self.slack_url,
             "slackSigningSecret": self.slack_signing_secret,
             "slackTeamId": self.slack.team_id,
+            "timeOffsetSeconds": self.time_offset_seconds,
             "region": self.region,
             "stackName": self.stack_name,
             "toolingAccount": TOOLING_ACCOUNT,
@@ -217,6 +242,8 @@ class Sandbox:
     def stop(self) -> None:
         if self.runtime:
             self.runtime.stop()
+        self.s3_replication.stop()
+        self.dynamodb_replicas.stop()
         for server, thread in self._servers:
             server.shutdown()
             server.server_close()

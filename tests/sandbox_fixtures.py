@@ -6,8 +6,10 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
@@ -21,6 +23,8 @@ from sandbox.accounts import TARGET_ACCOUNTS, account_session
 from sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
+# Inside PROD's window (Mon-Thu 09:00-15:00 Africa/Johannesburg): Tuesday 1 December 2026, 10:00.
+INSIDE_PROD_WINDOW = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Africa/Johannesburg"))
 EVENTS = REPO / "events"
 DEV = TARGET_ACCOUNTS["dev"]
 
@@ -45,7 +49,13 @@ class Deployments:
         spec_dir = self.spec_dir if (self.spec_dir / f"{environment}.yaml").exists() else REPO / "environments"
         version = client.push_spec(self.stack, spec_dir, environment)
         request = client.build_request(
-            environment, requested_by, kwargs.get("change_ticket"), kwargs.get("dry_run", False), version
+            environment,
+            requested_by,
+            kwargs.get("change_ticket"),
+            kwargs.get("dry_run", False),
+            version,
+            scheduledFor=kwargs.get("scheduled_for"),
+            promotionOverride=kwargs.get("promotion_override"),
         )
         return client.start(self.stack, request)
 

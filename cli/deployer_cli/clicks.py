@@ -34,6 +34,8 @@ class SandboxSlack:
     slack: str
     signing_secret: str
     team_id: str
+    # The sandbox's simulated time, so a click is signed at the moment the functions think it is.
+    time_offset_seconds: float = 0
 
     @classmethod
     def discover(cls, endpoint_url: str | None) -> SandboxSlack:
@@ -44,7 +46,9 @@ class SandboxSlack:
                 info = json.loads(response.read())
         except (urllib.error.URLError, ValueError) as exc:
             raise ClicksUnavailable(f"{endpoint_url} is not a deployer sandbox ({exc}); approve in Slack") from None
-        return cls(info["api"], info["slack"], info["slackSigningSecret"], info["slackTeamId"])
+        return cls(
+            info["api"], info["slack"], info["slackSigningSecret"], info["slackTeamId"], info["timeOffsetSeconds"]
+        )
 
     def click(self, approval: Approval, user_id: str, user_name: str, action: str) -> dict[str, Any]:
         """Send one button click; returns the interactions endpoint's answer (status and body)."""
@@ -70,7 +74,7 @@ class SandboxSlack:
             ],
         }
         body = urlencode({"payload": json.dumps(payload)})
-        timestamp = str(int(time.time()))
+        timestamp = str(int(time.time() + self.time_offset_seconds))
         signature = SignatureVerifier(self.signing_secret).generate_signature(timestamp=timestamp, body=body)
         request = urllib.request.Request(  # noqa: S310 - the sandbox's own loopback API
             f"{self.api}/slack/interactions",

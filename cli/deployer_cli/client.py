@@ -76,14 +76,17 @@ def build_request(
     change_ticket: str | None,
     dry_run: bool,
     spec_version: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """The execution input, validated here with the same model the state machine uses."""
+    """The execution input, validated here with the same model the state machine uses.
+
+    ``options`` are the request's optional fields in camelCase (scheduledFor, promotionOverride).
+    """
     data: dict[str, Any] = {"environment": environment, "requestedBy": requested_by, "dryRun": dry_run}
-    if change_ticket is not None:
-        data["changeTicket"] = change_ticket
-    if spec_version is not None:
-        data["specVersion"] = spec_version
-    return parse_event(DeploymentRequest, data).dump()
+    given = {"changeTicket": change_ticket, "specVersion": spec_version, **options}
+    data.update({k: v.isoformat() if isinstance(v, datetime) else v for k, v in given.items() if v is not None})
+    request = parse_event(DeploymentRequest, data).dump()
+    return {k: v for k, v in request.items() if v is not None}
 
 
 def push_spec(stack: Stack, spec_dir: Path, environment: str) -> str:
@@ -204,7 +207,11 @@ def summary(stack: Stack, execution_arn: str) -> dict[str, Any]:
         "approvalId": record.get("approvalId"),
         "approvals": approvals_of(stack, record.get("approvalId")),
         "preflight": record.get("preflight", []),
-        "checks": [c for region in record.get("regions", []) for c in record.get("checks", {}).get(region, [])],
+        "checks": [
+            c for group in [*record.get("regions", []), "replication"] for c in record.get("checks", {}).get(group, [])
+        ],
+        "scheduledFor": record.get("scheduledFor"),
+        "promotionOverride": record.get("promotionOverride"),
         "stateTransitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
         "durationSeconds": round(((stop or datetime.now(UTC)) - description["startDate"]).total_seconds(), 3),
     }

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,21 @@ SUCCESS = {"SUCCEEDED", "PLANNED"}
 MARKS = {"add": "+", "change": "~", "unchanged": "="}
 
 
+class UsageError(Exception):
+    pass
+
+
+def timestamp(text: str) -> datetime:
+    """An ISO 8601 moment with its UTC offset (argparse type)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:30:00+02:00)") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add one, e.g. {text}+00:00")
+    return moment
+
+
 def _default_user() -> str:
     try:
         return getpass.getuser()
@@ -45,6 +61,10 @@ def _default_user() -> str:
 def connect(args: argparse.Namespace) -> Iterator[Stack]:
     """The stack to talk to: real AWS, an endpoint, or a sandbox started for this command."""
     if args.aws or args.endpoint_url:
+        if args.time is not None:
+            raise UsageError(
+                "--time sets an embedded sandbox's clock; a running sandbox takes it at `deployer sandbox`"
+            )
         session = boto3.Session(region_name=args.region)
         if session.get_credentials() is None:
             raise StackNotFound(
@@ -55,7 +75,7 @@ def connect(args: argparse.Namespace) -> Iterator[Stack]:
     from sandbox.server import Sandbox
 
     _progress(args, "starting an embedded sandbox (moto) ...")
-    with Sandbox(stack_name=args.stack_name, region=args.region) as sandbox:
+    with Sandbox(stack_name=args.stack_name, region=args.region, time=args.time) as sandbox:
         yield Stack.discover(sandbox.session(), args.stack_name, args.region, sandbox.endpoint)
 
 
@@ -66,7 +86,15 @@ def _progress(args: argparse.Namespace, message: str) -> None:
 
 def _deploy(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
     version = client.push_spec(stack, Path(args.spec_dir), args.env)
-    request = client.build_request(args.env, args.requested_by, args.change_ticket, dry_run, version)
+    request = client.build_request(
+        args.env,
+        args.requested_by,
+        args.change_ticket,
+        dry_run,
+        version,
+        scheduledFor=getattr(args, "at", None),
+        promotionOverride=getattr(args, "promotion_override", None),
+    )
     clicks = [("approve", u) for u in getattr(args, "approve_as", None) or []]
     clicks += [("reject", u) for u in getattr(args, "reject_as", None) or []]
     slack = SandboxSlack.discover(stack.endpoint_url) if clicks else None
@@ -199,7 +227,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sandbox.server import Sandbox
 
-    sandbox = Sandbox(port=args.port, stack_name=args.stack_name, region=args.region)
+    sandbox = Sandbox(port=args.port, stack_name=args.stack_name, region=args.region, time=args.time)
     if args.slack_signing_secret:
         sandbox.slack_signing_secret = args.slack_signing_secret
     with sandbox:
@@ -232,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--region", default=os.environ.get("AWS_REGION", DEFAULT_REGION))
     target.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     target.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    target.add_argument("--time", type=timestamp, help="embedded sandbox: the wall-clock time its functions see")
 
     deployment = argparse.ArgumentParser(add_help=False)
     deployment.add_argument("--env", required=True, help="environment: the name of environments/<env>.yaml")
@@ -241,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[target, deployment], help="run one deployment and wait for its outcome")
     run.add_argument("--dry-run", action="store_true", help="stop after the plan")
+    run.add_argument("--at", type=timestamp, help="announce now, deploy at this ISO 8601 time (scheduledFor)")
+    run.add_argument("--promotion-override", metavar="REASON", help="deploy a spec the promotion source never ran")
     run.add_argument("--approve-as", action="append", metavar="USER", help="approve as this approver (sandbox)")
     run.add_argument("--reject-as", action="append", metavar="USER", help="reject as this approver (sandbox)")
     run.set_defaults(func=cmd_run)
@@ -268,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--stack-name", default=DEFAULT_STACK)
     box.add_argument("--region", default=DEFAULT_REGION)
     box.add_argument("--slack-signing-secret", help="the fake Slack app's signing secret (default: random)")
+    box.add_argument("--time", type=timestamp, help="the wall-clock time the functions see (ticking on from it)")
     box.set_defaults(func=cmd_sandbox)
     return parser
 
@@ -276,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DeployerError, StackNotFound, ClicksUnavailable) as exc:
+    except (DeployerError, StackNotFound, ClicksUnavailable, UsageError) as exc:
         print(f"deployer: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as exc:

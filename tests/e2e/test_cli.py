@@ -14,7 +14,7 @@ import pytest
 
 from deployer_cli import main
 from sandbox.accounts import TOOLING_ACCESS_KEY, TOOLING_SECRET_KEY
-from tests.sandbox_fixtures import REPO, Deployments
+from tests.sandbox_fixtures import INSIDE_PROD_WINDOW, REPO, Deployments
 
 
 def deployer(deployments: Deployments, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +75,8 @@ def test_sit_approved_from_the_command_line(deployments: Deployments) -> None:
 
 
 def test_approve_command_clicks_through_the_api(deployments: Deployments) -> None:
-    # GIVEN a PROD deployment waiting for its two approvals
+    # GIVEN a PROD deployment (inside its window; SIT ran this spec above) waiting for its two approvals
+    deployments.sandbox.travel(INSIDE_PROD_WINDOW)
     arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-3")
     approval = deployments.approval(arn)
     # WHEN two approvers approve with `deployer approve`

@@ -51,7 +51,14 @@ def context(deployments: Deployments) -> dict[str, Any]:
 def test_start_deployment_pins_the_spec_and_opens_the_record(deployments: Deployments, context: dict[str, Any]) -> None:
     assert context["environment"] == ENV
     assert context["regions"] == ["af-south-1"]
-    assert context["policy"] == {"approvalsRequired": 0, "approvalFirstWaitSeconds": 3600, "lockLeaseSeconds": 7200}
+    assert context["policy"] == {
+        "approvalsRequired": 0,
+        "approvalFirstWaitSeconds": 3600,
+        "lockLeaseSeconds": 7200,
+        "hasWindow": False,
+        "hasReplication": False,
+    }
+    assert context["schedule"] is None
     spec, latest = deployments.stack.specs.get(ENV)
     assert context["specVersion"] == latest
     assert context["specHash"] == spec.spec_hash()

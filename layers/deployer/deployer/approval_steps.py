@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from deployer import clock
 from deployer.approvals import Approval, ApprovalStore, deliver_decision
 from deployer.aws import assume_role
 from deployer.errors import ApprovalExpired, PlanChangedSinceApproval
@@ -23,10 +24,6 @@ from deployer.plan import plan_environment
 from deployer.slack import approval_blocks, decided_blocks, execution_console_url, reminder_text
 from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def approval_id_for(deployment_id: str) -> str:
@@ -52,7 +49,7 @@ def request_approval(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     if approval is None:
         approval = _new_approval(tooling, request, approval_id)
         store.create(approval)
-        tooling.records.update(deployment.deployment_id, _now(), {"approvalId": approval_id})
+        tooling.records.update(deployment.deployment_id, clock.now(), {"approvalId": approval_id})
     else:
         approval = store.set_token(approval_id, request.task_token)
     if approval.message_ts is None:
@@ -68,7 +65,7 @@ def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: 
     policy = _spec(tooling, deployment).policy.approvals
     record = tooling.records.get(deployment.deployment_id) or {}
     resources = record.get("plan", {}).get("resources", [])
-    now = _now()
+    now = clock.now()
     assert policy.channel is not None  # the spec requires a channel whenever approvals are required
     return Approval(
         approval_id=approval_id,
@@ -80,7 +77,7 @@ def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: 
         plan_hash=request.plan.hash,
         plan_summary=request.plan.summary,
         plan_resources=[{k: r[k] for k in ("kind", "name", "region", "action", "changes")} for r in resources],
-        required=policy.required,
+        required=deployment.policy.approvals_required,
         approvers=[a.model_dump(by_alias=True) for a in policy.approvers],
         escalation_approvers=[a.model_dump(by_alias=True) for a in policy.escalation_approvers],
         confirm=policy.confirm,
@@ -99,7 +96,7 @@ def approval_wait_elapsed(event: dict[str, Any], tooling: Tooling) -> dict[str, 
     approval = store.get(approval_id)
     if approval is None:
         raise ApprovalExpired(f"approval {approval_id} of deployment {deployment.deployment_id} was never opened")
-    now = _now()
+    now = clock.now()
     if approval.status == "PENDING" and now >= approval.expires_at:
         expired_now = store.decide(approval_id, "EXPIRED", [], now)
         approval = _refresh(store, approval_id)  # a click may have decided it first
@@ -142,7 +139,7 @@ def verify_plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     target = assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment.deployment_id}")
     current = plan_environment(target, spec)
     if current.hash != approval.plan_hash:
-        tooling.records.update(deployment.deployment_id, _now(), {"replan": current.to_dict()})
+        tooling.records.update(deployment.deployment_id, clock.now(), {"replan": current.to_dict()})
         raise PlanChangedSinceApproval(
             f"the plan changed after approval {approval.approval_id} (approved {approval.plan_hash}, "
             f"now {current.hash}: {current.summary()}); nothing was changed, start a new deployment to re-approve"

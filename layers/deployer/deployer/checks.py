@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -11,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from deployer import clock
 from deployer.aws import TargetSession, error_code, transient_errors
 from deployer.errors import ValidationFailed
 from deployer.spec import Bucket, EnvironmentSpec, Table
@@ -263,7 +263,7 @@ def _table_round_trip(ddb: Any, table: Table, marker: str) -> tuple[bool, str]:
     item = {**key, "deployerValidation": {"S": marker}}
     if table.ttl_attribute:
         # If cleanup fails, TTL removes the item within a couple of days.
-        item[table.ttl_attribute] = {"N": str(int(time.time()) + 86400)}
+        item[table.ttl_attribute] = {"N": str(int(clock.now().timestamp()) + 86400)}
     try:
         # The condition guarantees we never overwrite (and then delete) a real item.
         ddb.put_item(

@@ -69,3 +69,15 @@ class ApprovalExpired(DeployerError):
 
 class PlanChangedSinceApproval(DeployerError):
     """The plan computed before applying differs from the plan the approvers approved."""
+
+
+class OutsideDeploymentWindow(DeployerError):
+    """The deployment window is closed and does not open within the policy's maxWaitHours."""
+
+
+class ScheduleRefused(DeployerError):
+    """A scheduled deployment is in the past, gives too little notice, or falls outside the window."""
+
+
+class PromotionRequired(DeployerError):
+    """The environment only receives a resources spec that already succeeded in its promotion source."""

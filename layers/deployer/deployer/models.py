@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from deployer.errors import InputInvalid
@@ -26,6 +26,10 @@ class DeploymentRequest(Event):
     change_ticket: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     dry_run: bool = False
     spec_version: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    # Announce now, deploy at this time (ISO 8601 with a UTC offset).
+    scheduled_for: AwareDatetime | None = None
+    # Deploy a spec the promotion source never ran; costs extra approvals, recorded as an override.
+    promotion_override: Annotated[str, Field(min_length=10, max_length=500)] | None = None
 
 
 class StartEvent(Event):
@@ -41,6 +45,14 @@ class PolicySummary(Event):
     # The first wait for approval: until the first reminder, or the whole timeout.
     approval_first_wait_seconds: int
     lock_lease_seconds: int
+    has_window: bool = False
+    has_replication: bool = False
+
+
+class Schedule(Event):
+    scheduled_for: str
+    wait_seconds: int
+    announcement: dict[str, Any]
 
 
 class DeploymentContext(Event):
@@ -57,6 +69,8 @@ class DeploymentContext(Event):
     account: str
     regions: list[str]
     policy: PolicySummary
+    schedule: Schedule | None = None
+    promotion_override: str | None = None
 
 
 class DeploymentEvent(Event):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from deployer import clock
 from deployer.aws import TargetSession, assume_role, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
 from deployer.errors import PreflightFailed
@@ -19,25 +20,24 @@ from deployer.models import (
     OutcomeEvent,
     PolicySummary,
     RegionEvent,
+    Schedule,
     StartEvent,
     parse_event,
 )
 from deployer.observability import metrics
 from deployer.plan import apply_region, plan_environment
 from deployer.preflight import run_preflight
+from deployer.promotion import promotion_check
 from deployer.records import iso
 from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
+from deployer.windows import announcement, decide_window, validate_schedule
 
 OUTCOME_DETAIL_TYPES = {
     "SUCCEEDED": "Deployment Succeeded",
     "FAILED": "Deployment Failed",
     "PLANNED": "Deployment Planned",
 }
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _target(tooling: Tooling, spec: EnvironmentSpec, deployment_id: str) -> TargetSession:
@@ -54,7 +54,22 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     start_event = parse_event(StartEvent, event)
     request = parse_event(DeploymentRequest, start_event.input)
     spec, version = tooling.specs.get(request.environment, request.spec_version)
-    approvals = spec.policy.approvals
+    approvals, now = spec.policy.approvals, clock.now()
+    schedule = None
+    if request.scheduled_for is not None:
+        validate_schedule(spec.policy, request.scheduled_for, now)
+        schedule = Schedule(
+            scheduled_for=iso(request.scheduled_for),
+            wait_seconds=max(0, math.ceil((request.scheduled_for - now).total_seconds())),
+            announcement={
+                **announcement(spec, request.scheduled_for, request.change_ticket),
+                "deploymentId": start_event.deployment_id,
+            },
+        )
+    # A promotion override is only ever granted with extra approvals on top of the policy's.
+    override_approvals = (
+        spec.policy.promotion.override_approvals if spec.policy.promotion and request.promotion_override else 0
+    )
     context = DeploymentContext(
         deployment_id=start_event.deployment_id,
         execution_arn=start_event.execution_arn,
@@ -67,15 +82,19 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         account=spec.account,
         regions=spec.regions.all(),
         policy=PolicySummary(
-            approvals_required=spec.policy.approvals.required,
+            approvals_required=approvals.required + override_approvals,
             approval_first_wait_seconds=math.ceil(60 * (approvals.reminder_minutes or approvals.timeout_minutes)),
             lock_lease_seconds=spec.policy.lock_lease_minutes * 60,
+            has_window=spec.policy.window is not None,
+            has_replication=bool(spec.replicated_buckets() or any(t.replica_regions for t in spec.resources.tables)),
         ),
+        schedule=schedule,
+        promotion_override=request.promotion_override,
     )
     tooling.records.create(
         context.deployment_id,
         context.environment,
-        _now(),
+        clock.now(),
         {
             "executionArn": context.execution_arn,
             "requestedBy": context.requested_by,
@@ -84,6 +103,9 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "specVersion": version,
             "specHash": context.spec_hash,
             "resourcesHash": spec.resources_hash(),
+            "promotionHash": spec.promotion_hash(),
+            "scheduledFor": schedule.scheduled_for if schedule else None,
+            "promotionOverride": request.promotion_override,
             "account": spec.account,
             "regions": context.regions,
             "input": start_event.input,
@@ -99,7 +121,7 @@ def acquire_lock(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         deployment.deployment_id,
         deployment.requested_by,
         deployment.policy.lock_lease_seconds,
-        _now(),
+        clock.now(),
     )
 
 
@@ -116,14 +138,18 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     target = _target(tooling, spec, deployment.deployment_id)
     with transient_errors():
         account = target.client("sts", spec.regions.primary).get_caller_identity()["Account"]
+    promotion = promotion_check(tooling.records, spec, deployment.promotion_override)
     try:
         checks = run_preflight(
-            target, account, spec, deployment.change_ticket, _now(), requested_by=deployment.requested_by
+            target, account, spec, deployment.change_ticket, clock.now(), requested_by=deployment.requested_by
         )
     except PreflightFailed as exc:
-        tooling.records.update(deployment.deployment_id, _now(), {"preflight": _checks(exc.checks)})
-        raise
-    tooling.records.update(deployment.deployment_id, _now(), {"preflight": _checks(checks)})
+        checks = exc.checks
+    checks.append(promotion)
+    tooling.records.update(deployment.deployment_id, clock.now(), {"preflight": _checks(checks)})
+    failed = [c.detail for c in checks if not c.passed]
+    if failed:
+        raise PreflightFailed("\n".join(failed), checks=checks)
     return {"passed": len(checks)}
 
 
@@ -134,7 +160,7 @@ def plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     result = plan_environment(_target(tooling, spec, deployment.deployment_id), spec)
     prior = {f"{r.region}/{r.kind}/{r.name}": r.prior for r in result.resources if r.action != "unchanged"}
     summary = result.to_dict()
-    tooling.records.update(deployment.deployment_id, _now(), {"plan": summary, "priorState": prior})
+    tooling.records.update(deployment.deployment_id, clock.now(), {"plan": summary, "priorState": prior})
     return {key: summary[key] for key in ("add", "change", "unchanged", "hash", "summary")}
 
 
@@ -168,10 +194,23 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     return {"region": region, "passed": len(results)}
 
 
+def check_window(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Right before applying: proceed inside the window, wait for it within maxWaitHours, else fail."""
+    deployment = parse_event(DeploymentEvent, event).deployment
+    spec, now = _spec(tooling, deployment), clock.now()
+    record = tooling.records.get(deployment.deployment_id) or {}
+    # The wait is measured from the first check, so re-checking after each wait cannot extend it.
+    waited_since = datetime.fromisoformat(record["windowWaitSince"]) if record.get("windowWaitSince") else now
+    decision = decide_window(spec.policy.window, now, waited_since)
+    if not decision.proceed and not record.get("windowWaitSince"):
+        tooling.records.update(deployment.deployment_id, now, {"windowWaitSince": iso(now)})
+    return {"proceed": decision.proceed, "waitSeconds": decision.wait_seconds, "reason": decision.status.reason}
+
+
 def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Close the record with the outcome; returns the detail of the outcome event."""
     outcome = parse_event(OutcomeEvent, event)
-    fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(_now())}
+    fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(clock.now())}
     if outcome.error:
         fields["error"] = outcome.error.error
         fields["cause"] = _cause_message(outcome.error.cause or "")
@@ -181,10 +220,10 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         tooling.records.create(
             outcome.deployment_id,
             environment,
-            _now(),
+            clock.now(),
             {"executionArn": outcome.execution_arn, "input": outcome.input},
         )
-    tooling.records.update(outcome.deployment_id, _now(), fields)
+    tooling.records.update(outcome.deployment_id, clock.now(), fields)
     record = tooling.records.get(outcome.deployment_id) or {}
     metrics.add_dimension(name="environment", value=str(record.get("environment", "unknown")))
     metrics.add_metric(name=f"Deployments{outcome.status.title()}", unit=MetricUnit.Count, value=1)

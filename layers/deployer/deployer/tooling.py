@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
+from deployer import clock
 from deployer.approvals import ApprovalStore
 from deployer.aws import retry_config
 from deployer.errors import SlackNotConfigured
@@ -100,5 +100,5 @@ class Tooling:
             slack=Slack(secret["botToken"], self.slack_api_url, self.slack_response_url_prefix),
             signing_secret=secret["signingSecret"],
             team_id=secret["teamId"],
-            now=lambda: datetime.now(UTC),
+            now=clock.now,
         )

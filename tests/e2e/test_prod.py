@@ -1,0 +1,161 @@
+"""PROD end to end: promotion from SIT, two approvers, both regions, replication, windows, schedules."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from tests.sandbox_fixtures import INSIDE_PROD_WINDOW, TARGET_ACCOUNTS, Deployments, EventCapture
+
+PROD = TARGET_ACCOUNTS["prod"]
+JOHANNESBURG = ZoneInfo("Africa/Johannesburg")
+INSIDE_WINDOW = INSIDE_PROD_WINDOW
+
+
+def deploy_prod(deployments: Deployments, **kwargs: object) -> dict[str, object]:
+    arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-300", **kwargs)
+    approval = deployments.approval(arn)
+    deployments.click(approval, "senior-engineer-1")
+    deployments.click(approval, "senior-engineer-2")
+    return deployments.finish(arn)
+
+
+def test_prod_is_refused_until_sit_ran_the_same_spec(deployments: Deployments) -> None:
+    deployments.sandbox.travel(INSIDE_WINDOW)
+    # GIVEN SIT never ran this resources spec
+    # WHEN PROD is deployed
+    refused = deployments.run("prod", requested_by="alice", change_ticket="CHG-299")
+    # THEN preflight refuses it, naming what is missing
+    assert refused["error"] == "PreflightFailed"
+    promotion = next(c for c in refused["preflight"] if c["name"] == "promotion")
+    assert not promotion["passed"]
+    assert "sit" in promotion["detail"]
+    assert "RequestApproval" not in deployments.states_entered(refused["executionArn"])
+
+
+def test_full_prod_deployment_after_sit(deployments: Deployments, bus_events: EventCapture) -> None:
+    # GIVEN SIT deployed the same resources spec
+    sit = deployments.start("sit", requested_by="alice", change_ticket="CHG-300")
+    deployments.click(deployments.approval(sit), "sit-lead")
+    assert deployments.finish(sit)["status"] == "SUCCEEDED"
+
+    # WHEN PROD is deployed inside its window with two approvals
+    result = deploy_prod(deployments)
+
+    # THEN both regions are provisioned and validated, and replication is configured and verified
+    assert result["status"] == "SUCCEEDED", result
+    assert result["regions"] == ["eu-west-1", "af-south-1"]
+    assert {c["region"] for c in result["checks"]} == {"eu-west-1", "af-south-1"}
+    names = {c["name"] for c in result["checks"]}
+    assert {"replication.configured", "replication.object", "replica.active", "replica.item"} <= names
+    assert all(c["passed"] for c in result["checks"]), [c for c in result["checks"] if not c["passed"]]
+    promotion = next(c for c in result["preflight"] if c["name"] == "promotion")
+    assert promotion["passed"]
+    s3 = deployments.target_client("s3", account=PROD)
+    rules = s3.get_bucket_replication(Bucket="bbws-prod-data-bucket")["ReplicationConfiguration"]["Rules"]
+    assert rules[0]["Destination"]["Bucket"] == "arn:aws:s3:::bbws-prod-data-bucket-failover"
+    replica = deployments.target_client("dynamodb", account=PROD, region="eu-west-1").describe_table(
+        TableName="Site-Generation-State"
+    )
+    assert replica["Table"]["TableStatus"] == "ACTIVE"
+    # AND the replication checks left nothing behind in either bucket
+    for bucket, region in (("bbws-prod-data-bucket", "af-south-1"), ("bbws-prod-data-bucket-failover", "eu-west-1")):
+        client = deployments.target_client("s3", account=PROD, region=region)
+        versions = client.list_object_versions(Bucket=bucket, Prefix="_deployer/")
+        assert not versions.get("Versions")
+        assert not versions.get("DeleteMarkers")
+
+
+def test_unchanged_prod_rerun_changes_nothing(deployments: Deployments) -> None:
+    result = deploy_prod(deployments)
+    assert result["status"] == "SUCCEEDED", result
+    assert (result["plan"]["add"], result["plan"]["change"]) == (0, 0)
+    assert result["mutatingCalls"] == 0
+
+
+def test_paused_replication_fails_the_replication_checks_naming_the_resource(deployments: Deployments) -> None:
+    # GIVEN replication is paused (as AWS FIS can pause it)
+    deployments.sandbox.s3_replication.pause()
+    deployments.sandbox.dynamodb_replicas.pause()
+    try:
+        result = deploy_prod(deployments)
+    finally:
+        deployments.sandbox.s3_replication.resume()
+        deployments.sandbox.dynamodb_replicas.resume()
+    # THEN the replication checks fail, each naming its resource
+    assert result["status"] == "FAILED"
+    assert result["error"] == "ValidationFailed"
+    failed = {(c["name"], c["resource"]) for c in result["checks"] if not c["passed"]}
+    assert ("replication.object", "bbws-prod-data-bucket") in failed
+    assert ("replica.item", "Site-Generation-State") in failed
+    assert "bbws-prod-data-bucket" in result["cause"]
+
+
+def test_outside_the_window_beyond_max_wait_fails(deployments: Deployments) -> None:
+    # GIVEN it is Saturday in Johannesburg; the window opens Monday, beyond maxWaitHours (2)
+    deployments.sandbox.travel(datetime(2026, 12, 5, 11, 0, tzinfo=JOHANNESBURG))
+    try:
+        result = deploy_prod(deployments)
+    finally:
+        deployments.sandbox.travel(INSIDE_WINDOW)
+    # THEN it ends OutsideDeploymentWindow after approval, having changed nothing
+    assert result["status"] == "FAILED"
+    assert result["error"] == "OutsideDeploymentWindow"
+    assert result["mutatingCalls"] == 0
+    assert "Provision" not in deployments.states_entered(str(result["executionArn"]))
+
+
+def test_inside_the_wait_limit_waits_for_the_window_then_proceeds(deployments: Deployments) -> None:
+    # GIVEN an environment whose window opens a few seconds from now (simulated), within maxWaitHours
+    opens = datetime(2026, 12, 7, 9, 0, tzinfo=JOHANNESBURG)  # a Monday
+    window = {"timeZone": "Africa/Johannesburg", "weekdays": ["mon"], "start": "09:00", "end": "10:00"}
+    deployments.spec(
+        "e2e-window",
+        policy={"window": {**window, "maxWaitHours": 1}},
+        resources={"buckets": [{"name": "bbws-e2e-window-bucket"}]},
+    )
+    deployments.sandbox.travel(opens - timedelta(seconds=12))
+    try:
+        result = deployments.run("e2e-window")
+    finally:
+        deployments.sandbox.travel(INSIDE_WINDOW)
+    # THEN it waited for the window, checked again, and deployed
+    assert result["status"] == "SUCCEEDED", result
+    states = deployments.states_entered(result["executionArn"])
+    assert "WaitForWindow" in states
+    assert states.count("CheckWindow") >= 2
+    assert states.index("WaitForWindow") < states.index("Provision")
+
+
+def test_schedule_with_too_little_notice_is_refused(deployments: Deployments) -> None:
+    soon = INSIDE_WINDOW + timedelta(hours=1)
+    result = deployments.run("prod", requested_by="alice", change_ticket="CHG-301", scheduled_for=soon)
+    assert result["status"] == "FAILED"
+    assert result["error"] == "ScheduleRefused"
+    assert "24 hours" in result["cause"]
+
+
+def test_scheduled_deployment_is_announced_then_waits_for_its_time(
+    deployments: Deployments, bus_events: EventCapture
+) -> None:
+    # GIVEN an environment that needs no notice, scheduled a few seconds ahead
+    deployments.spec("e2e-scheduled", resources={"buckets": [{"name": "bbws-e2e-scheduled-bucket"}]})
+    deployments.sandbox.travel(datetime.now(UTC))
+    at = datetime.now(UTC) + timedelta(seconds=4)
+    # WHEN it is started
+    arn = deployments.start("e2e-scheduled", scheduled_for=at, change_ticket="CHG-302")
+    # THEN the window is announced at once, and nothing is applied before the scheduled time
+    deadline = time.monotonic() + 30
+    while "WaitForSchedule" not in deployments.states_entered(arn):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "AcquireLock" not in deployments.states_entered(arn)
+    result = deployments.finish(arn)
+    assert result["status"] == "SUCCEEDED", result
+    events = bus_events.for_deployment(result["deploymentId"])
+    announced = [e for e in events if e["detail-type"] == "Deployment Window Announced"]
+    assert announced
+    assert announced[0]["detail"]["changeTicket"] == "CHG-302"
+    assert announced[0]["detail"]["expectedDowntime"] == "none"
+    deployments.sandbox.travel(INSIDE_WINDOW)
