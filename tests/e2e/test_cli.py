@@ -74,6 +74,26 @@ def test_sit_approved_from_the_command_line(deployments: Deployments) -> None:
     assert "approve as sit-lead: approved" in completed.stderr
 
 
+def test_prod_with_two_approvers_from_the_command_line(deployments: Deployments) -> None:
+    # GIVEN SIT succeeded with this spec (above), and it is inside PROD's window
+    deployments.sandbox.travel(INSIDE_PROD_WINDOW)
+    # WHEN PROD runs with two approvers clicking
+    completed = deployer(
+        deployments, "run", "--env", "prod", "--change-ticket", "CHG-4", "--requested-by", "alice",
+        "--approve-as", "senior-engineer-1", "--approve-as", "senior-engineer-2", "--json",
+    )  # fmt: skip
+    # THEN it succeeds in both regions with replication checked
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["status"] == "SUCCEEDED"
+    assert result["regions"] == ["eu-west-1", "af-south-1"]
+    assert {c["region"] for c in result["checks"]} == {"eu-west-1", "af-south-1"}
+    replication = [c for c in result["checks"] if c["name"].startswith(("replication.", "replica."))]
+    assert len(replication) == 4
+    assert all(c["passed"] for c in replication)
+    assert [a["name"] for a in result["approvals"]] == ["senior-engineer-1", "senior-engineer-2"]
+
+
 def test_approve_command_clicks_through_the_api(deployments: Deployments) -> None:
     # GIVEN a PROD deployment (inside its window; SIT ran this spec above) waiting for its two approvals
     deployments.sandbox.travel(INSIDE_PROD_WINDOW)

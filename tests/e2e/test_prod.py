@@ -34,6 +34,25 @@ def test_prod_is_refused_until_sit_ran_the_same_spec(deployments: Deployments) -
     assert "RequestApproval" not in deployments.states_entered(refused["executionArn"])
 
 
+def test_promotion_override_passes_preflight_but_needs_an_extra_approval(deployments: Deployments) -> None:
+    # GIVEN SIT still never ran this spec
+    # WHEN PROD is deployed with a promotion override
+    arn = deployments.start(
+        "prod", requested_by="alice", change_ticket="CHG-298", promotion_override="CAB-approved emergency fix CHG-298"
+    )
+    approval = deployments.approval(arn)
+    # THEN preflight lets it through as an override, and it needs one more approval than usual, recorded as such
+    record = deployments.stack.records.get(arn.rsplit(":", 1)[1])
+    assert record is not None
+    assert record["promotionOverride"] == "CAB-approved emergency fix CHG-298"
+    promotion = next(c for c in record["preflight"] if c["name"] == "promotion")
+    assert promotion["passed"]
+    assert promotion["detail"].startswith("OVERRIDE: ")
+    assert approval.required == 3
+    deployments.click(approval, "senior-engineer-1", "reject")
+    assert deployments.finish(arn)["error"] == "ApprovalRejected"
+
+
 def test_full_prod_deployment_after_sit(deployments: Deployments, bus_events: EventCapture) -> None:
     # GIVEN SIT deployed the same resources spec
     sit = deployments.start("sit", requested_by="alice", change_ticket="CHG-300")
