@@ -63,7 +63,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sandbox.s3_replication import DEFAULT_DELAY_SECONDS, ReplicationQueue
+from sandbox.s3_replication import DEFAULT_DELAY_SECONDS, QueueControls, ReplicationQueue
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _replica_sse(table: Any, create: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @dataclass
-class DynamoDBReplicas:
+class DynamoDBReplicas(QueueControls):
     """Global tables for the sandbox's moto; one is active per process (moto's backends are)."""
 
     delay_seconds: float = DEFAULT_DELAY_SECONDS
@@ -159,28 +159,6 @@ class DynamoDBReplicas:
         if DynamoDBReplicas.active is self:
             DynamoDBReplicas.active = None
         self.queue.stop()
-
-    def pause(self) -> None:
-        """Hold every mirrored write until resume(); each replica keeps only its own writes."""
-        self.queue.pause()
-
-    def resume(self) -> None:
-        """Apply the held writes, in order, and mirror as usual again."""
-        self.queue.resume()
-
-    @property
-    def is_paused(self) -> bool:
-        return self.queue.paused
-
-    @property
-    def pending(self) -> int:
-        """Mirrored writes (and replica activations) not applied yet."""
-        return self.queue.pending
-
-    @property
-    def held(self) -> int:
-        """Mirrored writes that are due but held by a pause."""
-        return self.queue.held
 
     def replicas(self, account: str, table_name: str) -> dict[str, str]:
         """Every region of a global table with its ReplicaStatus; empty for a plain table."""

@@ -304,8 +304,36 @@ def _replicating() -> Iterator[None]:
 # --- the emulation --------------------------------------------------------------------------------
 
 
+class QueueControls:
+    """Pausing for fault tests (as AWS FIS pauses replication), shared by the replication emulations."""
+
+    queue: ReplicationQueue
+
+    def pause(self) -> None:
+        """Hold the replication work: it stays pending (S3 versions stay PENDING) until resume()."""
+        self.queue.pause()
+
+    def resume(self) -> None:
+        """Run the held work, in order, and replicate as usual again."""
+        self.queue.resume()
+
+    @property
+    def is_paused(self) -> bool:
+        return self.queue.paused
+
+    @property
+    def pending(self) -> int:
+        """Work not done yet."""
+        return self.queue.pending
+
+    @property
+    def held(self) -> int:
+        """Work that is due but held by a pause."""
+        return self.queue.held
+
+
 @dataclass
-class S3Replication:
+class S3Replication(QueueControls):
     """S3 replication for the sandbox's moto; one is active per process (moto's backends are)."""
 
     delay_seconds: float = DEFAULT_DELAY_SECONDS
@@ -322,28 +350,6 @@ class S3Replication:
         if S3Replication.active is self:
             S3Replication.active = None
         self.queue.stop()
-
-    def pause(self) -> None:
-        """Hold every copy: new versions stay PENDING until resume()."""
-        self.queue.pause()
-
-    def resume(self) -> None:
-        """Run the held copies, in order, and replicate as usual again."""
-        self.queue.resume()
-
-    @property
-    def is_paused(self) -> bool:
-        return self.queue.paused
-
-    @property
-    def pending(self) -> int:
-        """Copies not made yet."""
-        return self.queue.pending
-
-    @property
-    def held(self) -> int:
-        """Copies that are due but held by a pause."""
-        return self.queue.held
 
     def object_created(self, key: Any) -> None:
         backend = _backend(key.account_id, key.partition)

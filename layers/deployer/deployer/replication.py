@@ -9,8 +9,7 @@ a plan needs, and nothing is ever removed: a replica the spec does not name is r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -19,8 +18,8 @@ from botocore.exceptions import ClientError
 
 from deployer.aws import TargetSession, error_code, transient_errors
 from deployer.checks import CheckResult, run_check, validation_key
-from deployer.errors import PlanRejected, ProvisioningFailed, TransientAwsError
-from deployer.resources import Action, ResourcePlan, WaitConfig
+from deployer.errors import PlanRejected, ProvisioningFailed
+from deployer.resources import Action, ResourcePlan, WaitConfig, provisioning
 from deployer.spec import Bucket, EnvironmentSpec, Table
 
 ReplicationKind = Literal["bucket-replication", "table-replica"]
@@ -29,9 +28,6 @@ RULE_ID = "bbws-crr"
 REPLICATION_PREFIX = "_deployer/replication/"
 UNMANAGED_NOTE = "unmanaged replica left in place"
 
-# For these calls they mean "an update is already in progress": re-running is safe, it re-plans.
-# (LimitExceededException is already transient for every call, see aws.TRANSIENT_CODES.)
-_BUSY_CODES = frozenset({"ResourceInUseException", "OperationAborted"})
 # Replica states that waiting will not fix.
 _BROKEN_REPLICA_STATES = frozenset(
     {
@@ -60,7 +56,7 @@ def _resource_plan(
     prior: dict[str, Any] | None,
 ) -> ResourcePlan:
     # resources.Kind only names "bucket" and "table"; widening it there makes this ignore unused.
-    return ResourcePlan(kind, name, region, action, changes, prior)  # type: ignore[arg-type]
+    return ResourcePlan(kind, name, region, action, changes, prior)
 
 
 def _change(name: str, before: Any, after: Any, **extra: Any) -> dict[str, Any]:
@@ -240,25 +236,11 @@ def plan_table_replicas(table: Table, spec: EnvironmentSpec, actual_replicas: li
 # ---------------------------------------------------------------- applying
 
 
-@contextmanager
-def _replicating(kind: ReplicationKind, name: str, region: str) -> Iterator[None]:
-    try:
-        with transient_errors():
-            yield
-    except ClientError as exc:
-        if error_code(exc) in _BUSY_CODES:
-            raise TransientAwsError(f"{kind} {name} in {region}: {error_code(exc)}: {exc}") from exc
-        message = exc.response.get("Error", {}).get("Message", "")
-        raise ProvisioningFailed(
-            f"{kind} {name} in {region}: {exc.operation_name}: {error_code(exc)}: {message}"
-        ) from exc
-
-
 def apply_bucket_replication(s3: Any, plan: ResourcePlan, bucket: Bucket, spec: EnvironmentSpec) -> None:
     """Put the spec's replication configuration on ``bucket``, unless ``plan`` is unchanged."""
     if plan.action == "unchanged":
         return
-    with _replicating("bucket-replication", bucket.name, plan.region):
+    with provisioning("bucket-replication", bucket.name, plan.region):
         s3.put_bucket_replication(Bucket=bucket.name, ReplicationConfiguration=desired_bucket_replication(bucket, spec))
 
 
@@ -293,7 +275,7 @@ def apply_table_replicas(ddb: Any, plan: ResourcePlan, table: Table, spec: Envir
     """
     wanted = set(spec.replica_regions_of(table))
     pending = [c for c in plan.changes if c["region"] in wanted and c["after"] == "ACTIVE" and "note" not in c]
-    with _replicating("table-replica", table.name, plan.region):
+    with provisioning("table-replica", table.name, plan.region):
         for change in pending:
             if change["before"] is None:
                 _wait_for(ddb, table.name, None, wait)

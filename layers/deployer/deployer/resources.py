@@ -19,7 +19,7 @@ from deployer.aws import error_code, transient_errors
 from deployer.errors import DeployerError, PlanRejected, ProvisioningFailed, TransientAwsError
 from deployer.spec import Bucket, Table
 
-Kind = Literal["bucket", "table"]
+Kind = Literal["bucket", "table", "bucket-replication", "table-replica"]
 Action = Literal["add", "change", "unchanged"]
 
 # Not transient in general, but for these calls they mean "the resource is busy, try later";
@@ -254,7 +254,8 @@ def plan_table(table: Table, tags: dict[str, str], region: str, actual: dict[str
 
 
 @contextmanager
-def _provisioning(kind: Kind, name: str, region: str) -> Iterator[None]:
+def provisioning(kind: Kind, name: str, region: str) -> Iterator[None]:
+    """Name the resource in any AWS error; busy or throttled calls become TransientAwsError (retried)."""
     try:
         with transient_errors():
             yield
@@ -274,7 +275,7 @@ def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 def apply_bucket(s3: Any, region: str, bucket: Bucket, tags: dict[str, str], plan: ResourcePlan) -> None:
     """Make the calls ``plan`` needs (none for an unchanged plan)."""
     fields = plan.fields
-    with _provisioning("bucket", bucket.name, region):
+    with provisioning("bucket", bucket.name, region):
         if plan.action == "add":
             create: dict[str, Any] = {"Bucket": bucket.name, "ObjectOwnership": "BucketOwnerEnforced"}
             if region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
@@ -318,7 +319,7 @@ def apply_table(
 ) -> None:
     """Make the calls ``plan`` needs (none for an unchanged plan), waiting for ACTIVE between them."""
     fields = plan.fields
-    with _provisioning("table", table.name, region):
+    with provisioning("table", table.name, region):
         if plan.action == "add":
             keys = [table.partition_key] + ([table.sort_key] if table.sort_key else [])
             create: dict[str, Any] = {
