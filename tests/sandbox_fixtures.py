@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -151,6 +152,17 @@ def bus_events(sandbox: Sandbox) -> EventCapture:
     events.put_rule(Name="test-capture", EventBusName=bus, EventPattern=json.dumps({"source": ["bbws.deployer"]}))
     events.put_targets(Rule="test-capture", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
     return EventCapture(sqs, queue_url)
+
+
+def wait_for(condition: Callable[[], Any], what: str, seconds: float = 60) -> Any:
+    """Poll until condition() is truthy and return its value; the bound is a safety net, never asserted on."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"gave up waiting for {what}")
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCOUNT, account_session
 from sandbox.lambda_runtime import FunctionConfig
 from sandbox.server import Sandbox
 from sandbox.template import Resolver, load_template
+from tests.sandbox_fixtures import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEV = TARGET_ACCOUNTS["dev"]
@@ -35,14 +36,7 @@ SETTLE_SECONDS = 60  # an upper bound for polling, never asserted on
 
 
 def _wait_for(condition: Callable[[], Any], what: str) -> Any:
-    """Poll until condition() is truthy; returns its value."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"gave up waiting for {what}")
+    return wait_for(condition, what, SETTLE_SECONDS)
 
 
 def _error(call: Callable[[], Any]) -> ClientError:

@@ -13,7 +13,6 @@ waits for that one instead.
 from __future__ import annotations
 
 import functools
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from sandbox.accounts import TARGET_ACCOUNTS, account_session
 from sandbox.server import Sandbox
+from tests.sandbox_fixtures import wait_for
 
 PROD = TARGET_ACCOUNTS["prod"]
 PRIMARY, FAILOVER = "af-south-1", "eu-west-1"
@@ -32,14 +32,7 @@ SETTLE_SECONDS = 30  # an upper bound for polling, never asserted on
 
 
 def _wait_for(condition: Callable[[], Any], what: str) -> Any:
-    """Poll until condition() is truthy; returns its value."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"gave up waiting for {what}")
+    return wait_for(condition, what, SETTLE_SECONDS)
 
 
 def _error_code(call: Callable[[], Any]) -> str:

@@ -87,3 +87,23 @@ def build_spec() -> Callable[[dict[str, Any]], EnvironmentSpec]:
 @pytest.fixture
 def spec(spec_data: dict[str, Any], build_spec: Callable[[dict[str, Any]], EnvironmentSpec]) -> EnvironmentSpec:
     return build_spec(spec_data)
+
+
+def records_table() -> Any:
+    """A table shaped like template.yaml's RecordsTable."""
+    return boto3.resource("dynamodb", region_name="us-east-1").create_table(
+        TableName="bbws-deployer-records",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "gsi1",
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )

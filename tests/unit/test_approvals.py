@@ -21,32 +21,13 @@ from deployer.approvals import (
     new_approval_id,
 )
 from deployer.errors import TransientAwsError
+from tests.unit.conftest import records_table
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 SENIOR_1 = {"slackUserId": "U0PRODSEN1", "name": "senior.one"}
 SENIOR_2 = {"slackUserId": "U0PRODSEN2", "name": "senior.two"}
 ALICE = {"slackUserId": "U0ALICE001", "name": "alice"}
 CTO = {"slackUserId": "U0CTO00001", "name": "cto"}
-
-
-def records_table() -> Any:
-    """A table shaped like template.yaml's RecordsTable."""
-    return boto3.resource("dynamodb", region_name="us-east-1").create_table(
-        TableName="bbws-deployer-records",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "gsi1",
-                "KeySchema": [
-                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
 
 
 def prod_approval(**changes: Any) -> Approval:

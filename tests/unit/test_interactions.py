@@ -20,7 +20,8 @@ from botocore.exceptions import ClientError
 from deployer.approvals import Approval, ApprovalStore, Vote
 from deployer.interactions import InteractionContext, handle_interaction
 from tests.slack_signing import sign
-from tests.unit.test_approvals import NOW, prod_approval, records_table
+from tests.unit.conftest import records_table
+from tests.unit.test_approvals import NOW, prod_approval
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM = "T0BBWS0001"

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 
 from deployer.checks import CheckResult
 from deployer.promotion import extra_approvals, promotion_check
 from deployer.records import RecordStore, iso
 from deployer.spec import EnvironmentSpec
+from tests.unit.conftest import records_table
 
 BuildSpec = Callable[[dict[str, Any]], EnvironmentSpec]
 STARTED = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -22,23 +22,7 @@ STARTED = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 @pytest.fixture
 def records(aws: None) -> RecordStore:
     """A RecordStore on a table shaped like template.yaml's RecordsTable."""
-    table = boto3.resource("dynamodb", region_name="us-east-1").create_table(
-        TableName="bbws-deployer-records",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "gsi1pk", "gsi1sk")],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "gsi1",
-                "KeySchema": [
-                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-    return RecordStore(table)
+    return RecordStore(records_table())
 
 
 def env_spec(base: dict[str, Any], build: BuildSpec, environment: str, **policy: Any) -> EnvironmentSpec:

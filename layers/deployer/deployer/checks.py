@@ -258,14 +258,13 @@ def validation_key(table: Table, marker: str) -> dict[str, dict[str, Any]]:
     return key
 
 
-def _table_round_trip(ddb: Any, table: Table, marker: str) -> tuple[bool, str]:
-    key = validation_key(table, marker)
+def put_test_item(ddb: Any, table: Table, key: dict[str, Any], marker: str) -> dict[str, Any] | None:
+    """Write a test item under ``key`` and return it; None if an item already has that key (it is never touched)."""
     item = {**key, "deployerValidation": {"S": marker}}
     if table.ttl_attribute:
-        # If cleanup fails, TTL removes the item within a couple of days.
+        # If cleanup fails, TTL removes the item (in every replica) within a couple of days.
         item[table.ttl_attribute] = {"N": str(int(clock.now().timestamp()) + 86400)}
     try:
-        # The condition guarantees we never overwrite (and then delete) a real item.
         ddb.put_item(
             TableName=table.name,
             Item=item,
@@ -274,8 +273,16 @@ def _table_round_trip(ddb: Any, table: Table, marker: str) -> tuple[bool, str]:
         )
     except ClientError as exc:
         if error_code(exc) == "ConditionalCheckFailedException":
-            return False, "an item with the validation key already exists; left untouched"
+            return None
         raise
+    return item
+
+
+def _table_round_trip(ddb: Any, table: Table, marker: str) -> tuple[bool, str]:
+    key = validation_key(table, marker)
+    item = put_test_item(ddb, table, key, marker)
+    if item is None:
+        return False, "an item with the validation key already exists; left untouched"
     try:
         read = ddb.get_item(TableName=table.name, Key=key, ConsistentRead=True).get("Item")
     finally:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from deployer.aws import TargetSession, error_code, transient_errors
-from deployer.checks import CheckResult, run_check, validation_key
+from deployer.checks import CheckResult, put_test_item, run_check, validation_key
 from deployer.errors import PlanRejected, ProvisioningFailed
 from deployer.resources import Action, ResourcePlan, WaitConfig, provisioning
 from deployer.spec import Bucket, EnvironmentSpec, Table
@@ -474,22 +474,8 @@ def _item_replicates(
 ) -> tuple[bool, str]:
     # A key of its own, so this never meets the item of the write-read-delete check.
     key = validation_key(table, f"replication-{marker}")
-    item = {**key, "deployerValidation": {"S": marker}}
-    if table.ttl_attribute:
-        # If cleanup fails, TTL removes the item (in every replica) within a couple of days.
-        item[table.ttl_attribute] = {"N": str(int(time.time()) + 86400)}
-    try:
-        # The condition guarantees we never overwrite (and then delete) a real item.
-        primary.put_item(
-            TableName=table.name,
-            Item=item,
-            ConditionExpression="attribute_not_exists(#pk)",
-            ExpressionAttributeNames={"#pk": table.partition_key.name},
-        )
-    except ClientError as exc:
-        if error_code(exc) == "ConditionalCheckFailedException":
-            return False, "an item with the replication test key already exists; left untouched"
-        raise
+    if put_test_item(primary, table, key, marker) is None:
+        return False, "an item with the replication test key already exists; left untouched"
 
     def replicated() -> dict[str, Any] | None:
         found: dict[str, Any] | None = replica.get_item(TableName=table.name, Key=key, ConsistentRead=False).get("Item")
