@@ -250,6 +250,52 @@ class Promotion(Model):
     override_approvals: Annotated[int, Field(ge=1, le=10)] = 1
 
 
+Criterion = Literal[
+    "dataLossRisk",
+    "securityExposure",
+    "serviceUnavailable",
+    "replicationFailure",
+    "configurationError",
+    "resourceExhaustion",
+    "transientConnectivity",
+    "monitoringGap",
+    "documentationIssue",
+    "performanceDegradation",
+]
+Response = Literal["rollback", "fixForward"]
+# Runbook section 9: roll back immediately on the first six, fix forward on the last four.
+RUNBOOK_CRITERIA: dict[Criterion, Response] = {
+    "dataLossRisk": "rollback",
+    "securityExposure": "rollback",
+    "serviceUnavailable": "rollback",
+    "replicationFailure": "rollback",
+    "configurationError": "rollback",
+    "resourceExhaustion": "rollback",
+    "transientConnectivity": "fixForward",
+    "monitoringGap": "fixForward",
+    "documentationIssue": "fixForward",
+    "performanceDegradation": "fixForward",
+}
+
+
+class RollbackPolicy(Model):
+    """Runbook section 9 as data: what each failure criterion calls for, and the grace periods."""
+
+    criteria: dict[Criterion, Response] = dict(RUNBOOK_CRITERIA)
+    # Writes failing for longer than this are a data-loss risk (runbook: 5 minutes).
+    write_failure_grace_minutes: Annotated[float, Field(ge=0, le=60)] = 5
+    # Connectivity that recovers within this is transient (runbook: under 5 minutes).
+    transient_grace_minutes: Annotated[float, Field(ge=0, le=60)] = 5
+    # A test write or read slower than this is performance degradation (fix forward, investigated).
+    latency_threshold_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
+
+    @field_validator("criteria")
+    @classmethod
+    def _every_criterion(cls, value: dict[Criterion, Response]) -> dict[Criterion, Response]:
+        # A criterion left out would silently get no response: fill in the runbook's.
+        return {**RUNBOOK_CRITERIA, **value}
+
+
 class Policy(Model):
     approvals: Approvals = Approvals()
     change_ticket: ChangeTicketPolicy = ChangeTicketPolicy()
@@ -259,6 +305,7 @@ class Policy(Model):
     # A scheduled deployment (--at / scheduledFor) must be announced at least this long before.
     minimum_notice_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 0
     promotion: Promotion | None = None
+    rollback: RollbackPolicy = RollbackPolicy()
 
     @model_validator(mode="after")
     def _lease_outlives_approval(self) -> Policy:
