@@ -43,6 +43,7 @@ from sandbox.accounts import (
 from sandbox.api_gateway import ApiGateway
 from sandbox.dynamodb_replicas import DynamoDBReplicas
 from sandbox.fake_slack import FakeSlack
+from sandbox.faults import FaultInjector
 from sandbox.lambda_runtime import LambdaRuntime
 from sandbox.s3_replication import S3Replication
 from sandbox.stack import StackInstaller
@@ -59,10 +60,11 @@ INFO_PATH = "/_sandbox/info"
 class SandboxApp:
     """WSGI for the AWS endpoint: the sandbox's extensions first, then moto."""
 
-    def __init__(self, moto_app: Any, runtime: LambdaRuntime, info: Any) -> None:
+    def __init__(self, moto_app: Any, runtime: LambdaRuntime, info: Any, faults: FaultInjector) -> None:
         self.moto_app = moto_app
         self.runtime = runtime
         self.info = info
+        self.faults = faults
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         sfn_names.name_unnamed_execution(environ)
@@ -70,7 +72,7 @@ class SandboxApp:
         if request.path == INFO_PATH:
             response: Response | None = Response(json.dumps(self.info()), content_type="application/json")
         else:
-            response = self.runtime.wsgi(request) or s3_ownership.check(request)
+            response = self.faults.handle(request) or self.runtime.wsgi(request) or s3_ownership.check(request)
         if response is None:
             return self.moto_app(environ, start_response)  # type: ignore[no-any-return]
         return response(environ, start_response)
@@ -92,6 +94,8 @@ class Sandbox:
     outputs: dict[str, str] = field(default_factory=dict)
     deployment_roles: dict[str, str] = field(default_factory=dict)
     runtime: LambdaRuntime | None = None
+    # Game-day faults (`deployer run --inject`), off until injected.
+    faults: FaultInjector = field(default_factory=FaultInjector)
     slack: FakeSlack = field(default_factory=lambda: FakeSlack(f"xoxb-sandbox-{secrets.token_hex(8)}", SLACK_TEAM_ID))
     # moto 5.2.5 gaps, each emulated in its own module; pause()/resume() them for fault tests.
     s3_replication: S3Replication = field(default_factory=S3Replication)
@@ -137,7 +141,7 @@ class Sandbox:
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
         self.s3_replication.start()
         self.dynamodb_replicas.start()
-        aws = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime, self.describe)
+        aws = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime, self.describe, self.faults)
         self._serve(aws, self.port, MotoRequestHandler)
         # moto's ASL interpreter calls Lambda and the SDK integrations on this port.
         os.environ["MOTO_PORT"] = str(self._servers[0][0].server_port)

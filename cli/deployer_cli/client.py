@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,15 +17,21 @@ import boto3
 from botocore.exceptions import ClientError
 
 from deployer.approvals import Approval, ApprovalStore
+from deployer.incident import incident_report
 from deployer.models import DeploymentRequest, parse_event
 from deployer.records import RecordStore
 from deployer.spec import load_spec_file
 from deployer.specstore import SpecStore
+from sandbox.faults import FAULTS_PATH
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
 class StackNotFound(Exception):
+    pass
+
+
+class FaultsUnavailable(Exception):
     pass
 
 
@@ -68,6 +76,50 @@ class Stack:
     @property
     def state_machine_arn(self) -> str:
         return self.outputs["StateMachineArn"]
+
+
+def _sandbox_call(stack: Stack, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sandbox's own fault API; real AWS has no such thing, so game days are sandbox-only."""
+    if not stack.endpoint_url:
+        raise FaultsUnavailable("faults are injected only in a sandbox, never against real AWS")
+    request = urllib.request.Request(  # noqa: S310 - a sandbox on loopback
+        stack.endpoint_url.rstrip("/") + FAULTS_PATH,
+        data=json.dumps(body).encode() if body else None,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        raise FaultsUnavailable(json.loads(exc.read() or b"{}").get("message", str(exc))) from None
+    except urllib.error.URLError as exc:
+        raise FaultsUnavailable(f"{stack.endpoint_url} is not a deployer sandbox: {exc}") from None
+
+
+def inject_fault(stack: Stack, name: str) -> dict[str, Any]:
+    return _sandbox_call(stack, "POST", {"name": name})
+
+
+def clear_faults(stack: Stack) -> None:
+    _sandbox_call(stack, "DELETE")
+
+
+def report(stack: Stack, execution_arn: str) -> str:
+    """The post-incident report of one deployment (runbook section 9 step 5), as Markdown."""
+    deployment_id = execution_arn.rsplit(":", 1)[1]
+    record = stack.records.get(deployment_id)
+    if record is None:
+        raise StackNotFound(f"no deployment record for {deployment_id}")
+    return incident_report(
+        record,
+        history(stack, execution_arn),
+        record.get("decision"),
+        record.get("rollback", []),
+        record.get("countsBefore", {}),
+        record.get("countsAfter", {}),
+        record.get("rollbackValidation", []),
+    )
 
 
 def build_request(
@@ -172,6 +224,18 @@ def approvals_of(stack: Stack, approval_id: str | None) -> list[dict[str, Any]]:
     ]
 
 
+def _rollback(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollback's criterion, actions and validation; None when nothing was rolled back."""
+    if "rollback" not in record:
+        return None
+    return {
+        "criterion": (record.get("decision") or {}).get("criterion"),
+        "actions": record.get("rollback", []),
+        "validation": record.get("rollbackValidation", []),
+        "countsBefore": record.get("countsBefore", {}),
+    }
+
+
 def summary(stack: Stack, execution_arn: str) -> dict[str, Any]:
     """The outcome of one deployment, as `deployer run --json` prints it."""
     sfn = stack.client("stepfunctions")
@@ -204,6 +268,8 @@ def summary(stack: Stack, execution_arn: str) -> dict[str, Any]:
             "resources": plan.get("resources", []),
         },
         "mutatingCalls": record.get("mutatingCalls", 0),
+        "decision": record.get("decision"),
+        "rollback": _rollback(record),
         "approvalId": record.get("approvalId"),
         "approvals": approvals_of(stack, record.get("approvalId")),
         "preflight": record.get("preflight", []),

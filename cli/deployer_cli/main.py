@@ -31,7 +31,7 @@ from deployer_cli.client import Stack, StackNotFound
 
 DEFAULT_STACK = "bbws-deployer"
 DEFAULT_REGION = "af-south-1"
-SUCCESS = {"SUCCEEDED", "PLANNED"}
+SUCCESS = {"SUCCEEDED", "PLANNED", "SUCCEEDED_WITH_WARNINGS"}
 MARKS = {"add": "+", "change": "~", "unchanged": "="}
 
 
@@ -85,6 +85,17 @@ def _progress(args: argparse.Namespace, message: str) -> None:
 
 
 def _deploy(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
+    fault = getattr(args, "inject", None)
+    if fault:
+        client.inject_fault(stack, fault)
+    try:
+        return _run_deployment(args, stack, dry_run)
+    finally:
+        if fault:
+            client.clear_faults(stack)
+
+
+def _run_deployment(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
     version = client.push_spec(stack, Path(args.spec_dir), args.env)
     request = client.build_request(
         args.env,
@@ -207,6 +218,24 @@ def cmd_vote(args: argparse.Namespace) -> int:
     return 0 if result.get("status") == 200 and result.get("outcome") in ("recorded", "approved", "rejected") else 1
 
 
+def cmd_faults(args: argparse.Namespace) -> int:
+    from sandbox.faults import CATALOGUE
+
+    faults = [f.describe() for f in CATALOGUE]
+    if args.json:
+        print(json.dumps(faults, indent=2))
+    else:
+        for f in faults:
+            print(f"{f['name']:<34} {f['criterion']:<24} -> {f['expected']:<24} {', '.join(f['environments'])}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with connect(args) as stack:
+        print(client.report(stack, args.execution_arn))
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     with connect(args) as stack:
         records = stack.records.history(args.env, args.limit)
@@ -270,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[target, deployment], help="run one deployment and wait for its outcome")
     run.add_argument("--dry-run", action="store_true", help="stop after the plan")
+    run.add_argument("--inject", metavar="FAULT", help="sandbox game day: make this fault happen (deployer faults)")
     run.add_argument("--at", type=timestamp, help="announce now, deploy at this ISO 8601 time (scheduledFor)")
     run.add_argument("--promotion-override", metavar="REASON", help="deploy a spec the promotion source never ran")
     run.add_argument("--approve-as", action="append", metavar="USER", help="approve as this approver (sandbox)")
@@ -288,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[target], help="the outcome of one deployment")
     status.add_argument("execution_arn")
     status.set_defaults(func=cmd_status)
+
+    faults = sub.add_parser("faults", help="the sandbox's game-day faults (for run --inject)")
+    faults.add_argument("--json", action="store_true", help="a JSON array of the faults")
+    faults.set_defaults(func=cmd_faults)
+
+    report = sub.add_parser("report", parents=[target], help="a deployment's incident report (markdown)")
+    report.add_argument("execution_arn")
+    report.set_defaults(func=cmd_report)
 
     hist = sub.add_parser("history", parents=[target], help="recent deployments of an environment")
     hist.add_argument("--env", required=True)
@@ -308,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DeployerError, StackNotFound, ClicksUnavailable, UsageError) as exc:
+    except (DeployerError, StackNotFound, ClicksUnavailable, UsageError, client.FaultsUnavailable) as exc:
         print(f"deployer: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as exc:

@@ -49,7 +49,7 @@ def test_stale_lock_lease_expires(deployments: Deployments) -> None:
     assert records.lock_holder("dev") is None
 
 
-def test_failing_check_fails_the_deployment_and_releases_the_lock(
+def test_failing_write_check_rolls_back_and_releases_the_lock(
     deployments: Deployments, bus_events: EventCapture
 ) -> None:
     # GIVEN an environment whose existing bucket has a policy denying object writes
@@ -80,9 +80,11 @@ def test_failing_check_fails_the_deployment_and_releases_the_lock(
     # WHEN it is deployed
     result = deployments.run("e2e-denied")
 
-    # THEN the write check fails, the deployment fails with ValidationFailed naming it, and the lock is free
-    assert result["status"] == "FAILED"
+    # THEN the write check fails with AccessDenied on a bucket this deployment changed: a configuration
+    # error (runbook section 9), so it is rolled back, and the lock is free
+    assert result["status"] == "ROLLED_BACK"
     assert result["error"] == "ValidationFailed"
+    assert result["rollback"]["criterion"] == "configurationError"
     failed = [c for c in result["checks"] if not c["passed"]]
     assert [c["name"] for c in failed] == ["bucket.write-read-delete"]
     assert re.search("AccessDenied|Forbidden", failed[0]["detail"])
@@ -90,8 +92,8 @@ def test_failing_check_fails_the_deployment_and_releases_the_lock(
     assert any(c["passed"] for c in result["checks"])  # the other checks still ran
     assert deployments.stack.records.lock_holder("e2e-denied") is None
     events = bus_events.for_deployment(result["deploymentId"])
-    assert [e["detail-type"] for e in events] == ["Deployment Started", "Deployment Failed"]
-    assert events[1]["detail"]["error"] == "ValidationFailed"
+    assert [e["detail-type"] for e in events] == ["Deployment Started", "Rollback Started", "Rollback Completed"]
+    assert events[2]["detail"]["error"] == "ValidationFailed"
 
 
 def test_bucket_owned_by_another_account_fails_preflight_naming_it(deployments: Deployments) -> None:

@@ -102,9 +102,10 @@ def test_paused_replication_fails_the_replication_checks_naming_the_resource(dep
     finally:
         deployments.sandbox.s3_replication.resume()
         deployments.sandbox.dynamodb_replicas.resume()
-    # THEN the replication checks fail, each naming its resource
-    assert result["status"] == "FAILED"
+    # THEN the replication checks fail, each naming its resource, and PROD is rolled back for it
+    assert result["status"] == "ROLLED_BACK"
     assert result["error"] == "ValidationFailed"
+    assert result["rollback"]["criterion"] == "replicationFailure"
     failed = {(c["name"], c["resource"]) for c in result["checks"] if not c["passed"]}
     assert ("replication.object", "bbws-prod-data-bucket") in failed
     assert ("replica.item", "Site-Generation-State") in failed

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError, ConnectionError, EndpointConnection
 
 from deployer.errors import TransientAwsError
 
-READ_ONLY_PREFIXES = ("Get", "Head", "List", "Describe")
+READ_ONLY_PREFIXES = ("Get", "Head", "List", "Describe", "Scan", "Query", "BatchGet", "TransactGet")
 # Error codes that mean "try again later", after botocore's own retries gave up.
 TRANSIENT_CODES = frozenset(
     {

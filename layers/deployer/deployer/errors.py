@@ -81,3 +81,11 @@ class ScheduleRefused(DeployerError):
 
 class PromotionRequired(DeployerError):
     """The environment only receives a resources spec that already succeeded in its promotion source."""
+
+
+class RollbackFailed(DeployerError):
+    """A rollback action failed; ``actions`` holds every action with its status (re-running resumes)."""
+
+    def __init__(self, message: str, actions: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.actions = list(actions)

@@ -123,13 +123,20 @@ class StepError(Event):
     cause: Annotated[str | None, Field(alias="Cause")] = None
 
 
+class FailureEvent(Event):
+    """A failed state's deployment and its error, for the rollback decision."""
+
+    deployment: DeploymentContext
+    error: StepError
+
+
 class OutcomeEvent(Event):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
     deployment_id: str
     execution_arn: str
     input: dict[str, Any] = {}
     deployment: DeploymentContext | None = None
-    status: Literal["SUCCEEDED", "FAILED", "PLANNED"]
+    status: Literal["SUCCEEDED", "FAILED", "PLANNED", "ROLLED_BACK", "SUCCEEDED_WITH_WARNINGS", "ROLLBACK_FAILED"]
     error: StepError | None = None
 
 

@@ -29,6 +29,7 @@ from deployer.plan import apply_region, plan_environment
 from deployer.preflight import run_preflight
 from deployer.promotion import promotion_check
 from deployer.records import iso
+from deployer.rollback import count_data
 from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
 from deployer.windows import announcement, decide_window, validate_schedule
@@ -37,6 +38,9 @@ OUTCOME_DETAIL_TYPES = {
     "SUCCEEDED": "Deployment Succeeded",
     "FAILED": "Deployment Failed",
     "PLANNED": "Deployment Planned",
+    "ROLLED_BACK": "Rollback Completed",
+    "SUCCEEDED_WITH_WARNINGS": "Deployment Succeeded",
+    "ROLLBACK_FAILED": "Incident Declared",
 }
 
 
@@ -157,10 +161,15 @@ def plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Diff desired with actual in every region and record the prior state of what will change."""
     deployment = parse_event(DeploymentEvent, event).deployment
     spec = _spec(tooling, deployment)
-    result = plan_environment(_target(tooling, spec, deployment.deployment_id), spec)
+    target = _target(tooling, spec, deployment.deployment_id)
+    result = plan_environment(target, spec)
     prior = {f"{r.region}/{r.kind}/{r.name}": r.prior for r in result.resources if r.action != "unchanged"}
     summary = result.to_dict()
-    tooling.records.update(deployment.deployment_id, clock.now(), {"plan": summary, "priorState": prior})
+    # What a rollback must give back, counted before anything changes (runbook section 9 step 4).
+    counts = count_data(target, spec)
+    tooling.records.update(
+        deployment.deployment_id, clock.now(), {"plan": summary, "priorState": prior, "countsBefore": counts}
+    )
     return {key: summary[key] for key in ("add", "change", "unchanged", "hash", "summary")}
 
 

@@ -21,7 +21,18 @@ from botocore.exceptions import ClientError
 from deployer.aws import error_code, transient_errors
 from deployer.errors import LockHeld
 
-JSON_FIELDS = ("plan", "priorState", "preflight", "input")
+JSON_FIELDS = (
+    "plan",
+    "priorState",
+    "preflight",
+    "input",
+    "decision",
+    "rollback",
+    "rollbackValidation",
+    "countsBefore",
+    "countsAfter",
+    "replan",
+)
 # Per-region results: a map of region -> JSON string, so regions write without racing.
 REGION_FIELDS = ("checks", "provisioned")
 HISTORY_INDEX = "gsi1"

@@ -1,0 +1,62 @@
+"""Runbook section 9 as state machine steps: decide, roll back, prove the rollback worked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deployer import clock
+from deployer.aws import TargetSession, assume_role
+from deployer.checks import raise_if_failed
+from deployer.errors import RollbackFailed
+from deployer.incident import changed_resources, classify, decide, failed_checks
+from deployer.models import DeploymentContext, DeploymentEvent, FailureEvent, parse_event
+from deployer.rollback import apply_rollback, count_data, plan_rollback, validate_rollback
+from deployer.spec import EnvironmentSpec
+from deployer.tooling import Tooling
+
+
+def _target(tooling: Tooling, deployment: DeploymentContext) -> tuple[EnvironmentSpec, TargetSession]:
+    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
+    return spec, assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment.deployment_id}")
+
+
+def decide_rollback(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Classify the failure by the runbook's criteria: roll back, fix forward, or neither."""
+    failure = parse_event(FailureEvent, event)
+    deployment = failure.deployment
+    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
+    record = tooling.records.get(deployment.deployment_id) or {}
+    findings = classify(failed_checks(record), failure.error.error, failure.error.cause, changed_resources(record))
+    decision = decide(findings, spec.policy.rollback).to_dict()
+    tooling.records.update(deployment.deployment_id, clock.now(), {"decision": decision})
+    return decision
+
+
+def roll_back(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Undo this deployment from the prior state recorded at plan time; resumable, never deletes data."""
+    deployment = parse_event(DeploymentEvent, event).deployment
+    spec, target = _target(tooling, deployment)
+    record = tooling.records.get(deployment.deployment_id) or {}
+    actions = plan_rollback(record.get("priorState", {}), spec)
+    try:
+        applied = apply_rollback(target, spec, actions, tooling.wait, clock.now())
+    except RollbackFailed:
+        tooling.records.update(deployment.deployment_id, clock.now(), {"rollback": [a.to_dict() for a in actions]})
+        raise
+    tooling.records.update(deployment.deployment_id, clock.now(), {"rollback": [a.to_dict() for a in applied]})
+    return {"actions": len(applied), "mutatingCalls": target.log.mutating}
+
+
+def validate_rolled_back(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """Runbook section 9 step 4: restored as recorded, and not one item or object version lost."""
+    deployment = parse_event(DeploymentEvent, event).deployment
+    spec, target = _target(tooling, deployment)
+    record = tooling.records.get(deployment.deployment_id) or {}
+    results = validate_rollback(target, spec, record.get("priorState", {}), record.get("countsBefore", {}))
+    validation = {"rollbackValidation": [r.to_dict() for r in results], "countsAfter": count_data(target, spec)}
+    tooling.records.update(deployment.deployment_id, clock.now(), validation)
+    try:
+        raise_if_failed(results)
+    except Exception as exc:
+        raise RollbackFailed(f"the rollback could not be validated: {exc}") from exc
+    return {"passed": len(results)}

@@ -1,0 +1,199 @@
+"""Game-day faults: make one thing go wrong during a deployment, so operators can rehearse rollback.
+
+Faults live here, in the sandbox, never in the functions: each one changes how the
+emulated AWS answers (an error, or a write that is acknowledged but does not stick),
+only for the target accounts, never for the deployer's own tooling account. One fault
+per runbook section 9 criterion and fix-forward case; `deployer faults --json` lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from sandbox.accounts import TARGET_ACCOUNTS
+
+CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/")
+ALL_ENVIRONMENTS = sorted(TARGET_ACCOUNTS)
+FAULTS_PATH = "/_sandbox/faults"
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a fault needs to know about one AWS request."""
+
+    service: str
+    account: str
+    method: str
+    path: str
+    args: dict[str, str]
+    target: str  # X-Amz-Target for JSON protocols (DynamoDB_20120810.PutItem)
+
+    def s3_subresource(self, name: str) -> bool:
+        return self.service == "s3" and self.method == "PUT" and name in self.args
+
+    def s3_object_put(self, key_prefix: str) -> bool:
+        parts = self.path.lstrip("/").split("/", 1)
+        return (
+            self.service == "s3"
+            and self.method == "PUT"
+            and len(parts) == 2
+            and parts[1].startswith(key_prefix)
+            and not self.args
+        )
+
+    def dynamodb(self, operation: str) -> bool:
+        return self.service == "dynamodb" and self.target.endswith(f".{operation}")
+
+
+def _s3_error(code: str, message: str, status: int) -> Response:
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return Response(body, status=status, content_type="application/xml")
+
+
+def _dynamodb_error(code: str, message: str, status: int = 400) -> Response:
+    body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
+    return Response(body, status=status, content_type="application/x-amz-json-1.0")
+
+
+def _swallowed(call: Call) -> Response:
+    """Acknowledged as AWS would, but not applied: the kind of drift that only validation catches."""
+    if call.service == "dynamodb":
+        return Response("{}", status=200, content_type="application/x-amz-json-1.0")
+    return Response("", status=200)
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    criterion: str
+    expected: str  # ROLLED_BACK or SUCCEEDED_WITH_WARNINGS
+    description: str
+    answer: Callable[[Call], Response | None]
+    environments: tuple[str, ...] = tuple(ALL_ENVIRONMENTS)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "criterion": self.criterion,
+            "expected": self.expected,
+            "environments": list(self.environments),
+            "description": self.description,
+        }
+
+
+def _validation_writes_fail(call: Call) -> Response | None:
+    if call.s3_object_put("_deployer/validation/"):
+        return _s3_error("KMS.DisabledException", "The KMS key used to encrypt this bucket is disabled", 400)
+    if call.dynamodb("PutItem"):
+        return _dynamodb_error("KMSAccessDeniedException", "The KMS key that protects this table is disabled")
+    return None
+
+
+def _public_access_block_not_applied(call: Call) -> Response | None:
+    return _swallowed(call) if call.s3_subresource("publicAccessBlock") else None
+
+
+def _tags_not_applied(call: Call) -> Response | None:
+    if call.s3_subresource("tagging") or call.dynamodb("TagResource"):
+        return _swallowed(call)
+    return None
+
+
+CATALOGUE = [
+    Fault(
+        name="validation-writes-fail",
+        criterion="dataLossRisk",
+        expected="ROLLED_BACK",
+        description="every write to the managed bucket and table fails (a disabled KMS key) beyond the grace period",
+        answer=_validation_writes_fail,
+    ),
+    Fault(
+        name="public-access-block-not-applied",
+        criterion="securityExposure",
+        expected="ROLLED_BACK",
+        description="S3 acknowledges PutPublicAccessBlock but the bucket stays open to public policies and ACLs",
+        answer=_public_access_block_not_applied,
+    ),
+    Fault(
+        name="tags-not-applied",
+        criterion="documentationIssue",
+        expected="SUCCEEDED_WITH_WARNINGS",
+        description="tagging calls are acknowledged but the labels are missing",
+        answer=_tags_not_applied,
+    ),
+]
+
+
+@dataclass
+class FaultInjector:
+    """The faults in force; requests from the target accounts pass through ``check``."""
+
+    catalogue: dict[str, Fault] = field(default_factory=lambda: {f.name: f for f in CATALOGUE})
+    active: set[str] = field(default_factory=set)
+    injected: list[dict[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def inject(self, name: str) -> Fault:
+        fault = self.catalogue.get(name)
+        if fault is None:
+            raise KeyError(f"no fault named {name!r}; known: {', '.join(sorted(self.catalogue))}")
+        with self._lock:
+            self.active.add(name)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.active.clear()
+
+    def handle(self, request: Request) -> Response | None:
+        """The sandbox's fault API, or a faulty answer to an AWS call; None lets the call through."""
+        if request.path == FAULTS_PATH:
+            return self._api(request)
+        if not self.active:
+            return None
+        match = CREDENTIAL.search(request.headers.get("Authorization", ""))
+        if not match:
+            return None
+        from moto.iam.models import get_account_id_from
+
+        account = get_account_id_from(match.group(1))
+        if account not in TARGET_ACCOUNTS.values():
+            return None
+        call = Call(
+            service=match.group(2),
+            account=account,
+            method=request.method,
+            path=request.path,
+            args={k: request.args[k] for k in request.args},
+            target=request.headers.get("X-Amz-Target", ""),
+        )
+        with self._lock:
+            faults = [self.catalogue[name] for name in sorted(self.active)]
+        for fault in faults:
+            response = fault.answer(call)
+            if response is not None:
+                with self._lock:
+                    self.injected.append({"fault": fault.name, "service": call.service, "path": call.path})
+                return response
+        return None
+
+    def _api(self, request: Request) -> Response:
+        if request.method == "GET":
+            body: Any = {"faults": [f.describe() for f in self.catalogue.values()], "active": sorted(self.active)}
+            return Response(json.dumps(body), content_type="application/json")
+        if request.method == "DELETE":
+            self.clear()
+            return Response(json.dumps({"active": []}), content_type="application/json")
+        name = (request.get_json(silent=True) or {}).get("name", "")
+        try:
+            fault = self.inject(name)
+        except KeyError as exc:
+            return Response(json.dumps({"message": str(exc.args[0])}), status=404, content_type="application/json")
+        return Response(json.dumps(fault.describe()), content_type="application/json")

@@ -1,0 +1,122 @@
+"""Runbook section 9 end to end: inject a fault, watch the decision, prove no data was lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.sandbox_fixtures import Deployments, EventCapture
+
+TABLE = "Site-Rollback-Seeded"
+
+
+def seeded_environment(deployments: Deployments, environment: str, **resources: Any) -> dict[str, Any]:
+    """A DEV-account environment, deployed once, then seeded with items and object versions."""
+    bucket = f"bbws-{environment}-bucket"
+    deployments.spec(
+        environment,
+        resources={
+            "buckets": [{"name": bucket}],
+            "tables": [{"name": f"{TABLE}-{environment}", "partitionKey": {"name": "SiteId"}}],
+            **resources,
+        },
+    )
+    assert deployments.run(environment)["status"] == "SUCCEEDED"
+    s3, ddb = deployments.target_client("s3"), deployments.target_client("dynamodb")
+    for version in range(3):
+        s3.put_object(Bucket=bucket, Key="sites/site-001.json", Body=f'{{"version": {version}}}'.encode())
+    for site in range(5):
+        ddb.put_item(TableName=f"{TABLE}-{environment}", Item={"SiteId": {"S": f"site-{site:03}"}})
+    return {"bucket": bucket, "table": f"{TABLE}-{environment}"}
+
+
+def assert_seeded_data_intact(deployments: Deployments, seeded: dict[str, Any]) -> None:
+    s3, ddb = deployments.target_client("s3"), deployments.target_client("dynamodb")
+    versions = s3.list_object_versions(Bucket=seeded["bucket"], Prefix="sites/")["Versions"]
+    assert len(versions) == 3
+    assert ddb.scan(TableName=seeded["table"], Select="COUNT")["Count"] == 5
+
+
+@pytest.fixture
+def fault(deployments: Deployments) -> Any:
+    yield deployments.sandbox.faults.inject
+    deployments.sandbox.faults.clear()
+
+
+def test_writes_failing_roll_back_and_keep_every_item_and_version(
+    deployments: Deployments, bus_events: EventCapture, fault: Any
+) -> None:
+    # GIVEN a deployed environment holding data, whose bucket then drifts (versioning suspended)
+    seeded = seeded_environment(deployments, "e2e-dataloss")
+    s3 = deployments.target_client("s3")
+    s3.put_bucket_versioning(Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"})
+    # WHEN the repair deployment runs while every write fails (a disabled KMS key)
+    fault("validation-writes-fail")
+    result = deployments.run("e2e-dataloss")
+
+    # THEN it is rolled back under the data-loss criterion, to the recorded prior state
+    assert result["status"] == "ROLLED_BACK", result
+    assert result["error"] == "ValidationFailed"
+    assert result["rollback"]["criterion"] == "dataLossRisk"
+    restored = [a for a in result["rollback"]["actions"] if a["action"] == "restore-bucket"]
+    assert restored
+    assert restored[0]["status"] == "done"
+    assert s3.get_bucket_versioning(Bucket=seeded["bucket"])["Status"] == "Suspended"
+    assert all(c["passed"] for c in result["rollback"]["validation"])
+    # AND every seeded item and object version is still there
+    assert_seeded_data_intact(deployments, seeded)
+    assert deployments.stack.records.lock_holder("e2e-dataloss") is None
+    kinds = [e["detail-type"] for e in bus_events.for_deployment(result["deploymentId"])]
+    assert "Rollback Completed" in kinds
+
+
+def test_security_exposure_rolls_back_and_removes_only_what_holds_no_data(deployments: Deployments, fault: Any) -> None:
+    # GIVEN a seeded environment that gains a new bucket, whose public access block does not stick
+    seeded = seeded_environment(deployments, "e2e-exposed")
+    new_bucket = "bbws-e2e-exposed-new"
+    deployments.spec(
+        "e2e-exposed",
+        resources={
+            "buckets": [{"name": seeded["bucket"]}, {"name": new_bucket}],
+            "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+    fault("public-access-block-not-applied")
+    result = deployments.run("e2e-exposed")
+
+    # THEN the security criterion rolls it back: the new, empty bucket is removed, the rest kept with its data
+    assert result["status"] == "ROLLED_BACK", result
+    assert result["rollback"]["criterion"] == "securityExposure"
+    buckets = [b["Name"] for b in deployments.target_client("s3").list_buckets()["Buckets"]]
+    assert new_bucket not in buckets
+    assert seeded["bucket"] in buckets
+    assert_seeded_data_intact(deployments, seeded)
+
+
+def test_missing_labels_fix_forward(deployments: Deployments, fault: Any) -> None:
+    # GIVEN a seeded environment whose tags change, but tagging does not stick
+    seeded = seeded_environment(deployments, "e2e-labels")
+    deployments.spec(
+        "e2e-labels",
+        tags={"Project": "bbws", "Owner": "platform-team"},
+        resources={
+            "buckets": [{"name": seeded["bucket"]}],
+            "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+    fault("tags-not-applied")
+    result = deployments.run("e2e-labels")
+
+    # THEN labels are a documentation issue: fixed forward, the deployment stands, with warnings
+    assert result["status"] == "SUCCEEDED_WITH_WARNINGS", result
+    assert result["decision"]["response"] == "fixForward"
+    assert result["rollback"] is None
+    assert_seeded_data_intact(deployments, seeded)
+
+
+def test_faults_are_listed_with_their_criterion_and_expected_outcome(deployments: Deployments) -> None:
+    listed = {f.name: f.describe() for f in deployments.sandbox.faults.catalogue.values()}
+    assert listed["validation-writes-fail"]["expected"] == "ROLLED_BACK"
+    assert listed["tags-not-applied"]["expected"] == "SUCCEEDED_WITH_WARNINGS"
+    assert {d["criterion"] for d in listed.values()} >= {"dataLossRisk", "securityExposure", "documentationIssue"}
