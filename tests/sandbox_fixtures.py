@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,7 +23,7 @@ from deployer.approvals import Approval
 from deployer_cli import client
 from deployer_cli.clicks import SandboxSlack, slack_user
 from deployer_cli.client import Stack
-from sandbox.accounts import TARGET_ACCOUNTS, account_session
+from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCESS_KEY, TOOLING_SECRET_KEY, account_session
 from sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,6 +166,25 @@ def wait_for(condition: Callable[[], Any], what: str, seconds: float = 60) -> An
             return value
         time.sleep(0.05)
     raise TimeoutError(f"gave up waiting for {what}")
+
+
+def deployer(deployments: Deployments, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `deployer` command, run as a user would, against this sandbox (`--endpoint-url`)."""
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": TOOLING_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": TOOLING_SECRET_KEY,
+        "AWS_REGION": deployments.sandbox.region,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "deployer_cli.main", *args, "--endpoint-url", deployments.sandbox.endpoint],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -187,6 +187,9 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.aws and getattr(args, "inject", None):
+        # Refused before anything is contacted: faults exist only in a sandbox.
+        raise UsageError("--inject is for sandbox game days only; it is refused against real AWS")
     with connect(args) as stack:
         return _report(args, _deploy(args, stack, args.dry_run))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,26 +12,7 @@ import boto3
 import pytest
 
 from deployer_cli import main
-from sandbox.accounts import TOOLING_ACCESS_KEY, TOOLING_SECRET_KEY
-from tests.sandbox_fixtures import INSIDE_PROD_WINDOW, REPO, Deployments
-
-
-def deployer(deployments: Deployments, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": TOOLING_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": TOOLING_SECRET_KEY,
-        "AWS_REGION": deployments.sandbox.region,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "deployer_cli.main", *args, "--endpoint-url", deployments.sandbox.endpoint],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
+from tests.sandbox_fixtures import INSIDE_PROD_WINDOW, REPO, Deployments, deployer
 
 
 def test_run_json_prints_exactly_one_object_and_exits_zero_on_success(deployments: Deployments) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from tests.sandbox_fixtures import Deployments, EventCapture
+from tests.sandbox_fixtures import Deployments, EventCapture, deployer
 
 TABLE = "Site-Rollback-Seeded"
 
@@ -120,3 +124,59 @@ def test_faults_are_listed_with_their_criterion_and_expected_outcome(deployments
     assert listed["validation-writes-fail"]["expected"] == "ROLLED_BACK"
     assert listed["tags-not-applied"]["expected"] == "SUCCEEDED_WITH_WARNINGS"
     assert {d["criterion"] for d in listed.values()} >= {"dataLossRisk", "securityExposure", "documentationIssue"}
+
+
+def test_game_day_from_the_command_line_and_the_incident_report(deployments: Deployments) -> None:
+    # GIVEN the fault catalogue, as operators see it
+    listed = subprocess.run(
+        [sys.executable, "-m", "deployer_cli.main", "faults", "--json"], capture_output=True, text=True, check=True
+    )
+    faults = json.loads(listed.stdout)
+    assert {"name", "criterion", "expected", "environments"} <= set(faults[0])
+    # WHEN a deployment runs with a fault injected through the CLI
+    seeded = seeded_environment(deployments, "e2e-gameday")
+    deployments.target_client("s3").put_bucket_versioning(
+        Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"}
+    )
+    deployments.spec(
+        "e2e-gameday",
+        resources={
+            "buckets": [{"name": seeded["bucket"]}],
+            "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+    ran = deployer(
+        deployments, "run", "--env", "e2e-gameday", "--spec-dir", str(deployments.spec_dir),
+        "--inject", "validation-writes-fail", "--json",
+    )  # fmt: skip
+    # THEN it is rolled back (exit 1), the fault is cleared afterwards, and the report tells the whole story
+    assert ran.returncode == 1, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["status"] == "ROLLED_BACK"
+    assert deployments.sandbox.faults.active == set()
+    report = deployer(deployments, "report", result["executionArn"])
+    assert report.returncode == 0, report.stderr
+    text = report.stdout
+    for section in ("Timeline", "Triggering cause", "Decision", "Rollback actions", "Rollback validation"):
+        assert section in text
+    assert "dataLossRisk" in text
+    assert "bucket.write-read-delete" in text
+    assert_seeded_data_intact(deployments, seeded)
+
+
+def test_injecting_a_fault_against_real_aws_is_refused() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "deployer_cli.main", "run", "--env", "dev", "--aws", "--inject", "tags-not-applied"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_REGION": "af-south-1",
+        },
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "refused against real AWS" in completed.stderr
