@@ -48,6 +48,9 @@ class Call:
             and not self.args
         )
 
+    def s3_create_bucket(self) -> bool:
+        return self.service == "s3" and self.method == "PUT" and "/" not in self.path.strip("/") and not self.args
+
     def dynamodb(self, operation: str) -> bool:
         return self.service == "dynamodb" and self.target.endswith(f".{operation}")
 
@@ -100,6 +103,12 @@ def _public_access_block_not_applied(call: Call) -> Response | None:
     return _swallowed(call) if call.s3_subresource("publicAccessBlock") else None
 
 
+def _bucket_limit_reached(call: Call) -> Response | None:
+    if call.s3_create_bucket():
+        return _s3_error("TooManyBuckets", "You have attempted to create more buckets than allowed", 400)
+    return None
+
+
 def _tags_not_applied(call: Call) -> Response | None:
     if call.s3_subresource("tagging") or call.dynamodb("TagResource"):
         return _swallowed(call)
@@ -120,6 +129,13 @@ CATALOGUE = [
         expected="ROLLED_BACK",
         description="S3 acknowledges PutPublicAccessBlock but the bucket stays open to public policies and ACLs",
         answer=_public_access_block_not_applied,
+    ),
+    Fault(
+        name="bucket-limit-reached",
+        criterion="resourceExhaustion",
+        expected="ROLLED_BACK",
+        description="the account's bucket quota is used up: creating a bucket fails with TooManyBuckets",
+        answer=_bucket_limit_reached,
     ),
     Fault(
         name="tags-not-applied",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.sandbox_fixtures import Deployments, EventCapture, deployer
+from tests.sandbox_fixtures import Deployments, EventCapture, deployer, wait_for
 
 TABLE = "Site-Rollback-Seeded"
 
@@ -180,3 +180,61 @@ def test_injecting_a_fault_against_real_aws_is_refused() -> None:
     )
     assert completed.returncode == 2
     assert "refused against real AWS" in completed.stderr
+
+
+def test_resource_exhaustion_rolls_back_what_was_created_and_keeps_the_data(
+    deployments: Deployments, fault: Any
+) -> None:
+    # GIVEN a seeded environment that gains a table (created first) and a bucket, with the bucket quota used up
+    seeded = seeded_environment(deployments, "e2e-limits")
+    new_table = f"{TABLE}-e2e-limits-new"
+    deployments.spec(
+        "e2e-limits",
+        resources={
+            "buckets": [{"name": seeded["bucket"]}, {"name": "bbws-e2e-limits-new"}],
+            "tables": [
+                {"name": seeded["table"], "partitionKey": {"name": "SiteId"}},
+                {"name": new_table, "partitionKey": {"name": "SiteId"}},
+            ],
+        },
+    )
+    fault("bucket-limit-reached")
+    result = deployments.run("e2e-limits")
+
+    # THEN provisioning fails on the quota, which is resource exhaustion: rolled back
+    assert result["status"] == "ROLLED_BACK", result
+    assert result["error"] == "ProvisioningFailed"
+    assert result["rollback"]["criterion"] == "resourceExhaustion"
+    assert_seeded_data_intact(deployments, seeded)
+
+
+def test_a_new_table_that_received_data_is_retained_by_the_rollback(deployments: Deployments, fault: Any) -> None:
+    # GIVEN a seeded environment that gains a new table, which receives data before validation runs
+    seeded = seeded_environment(deployments, "e2e-retain")
+    new_table = f"{TABLE}-e2e-retain-new"
+    deployments.spec(
+        "e2e-retain",
+        resources={
+            "buckets": [{"name": seeded["bucket"]}],
+            "tables": [
+                {"name": seeded["table"], "partitionKey": {"name": "SiteId"}},
+                {"name": new_table, "partitionKey": {"name": "SiteId"}},
+            ],
+        },
+    )
+    validate = f"{deployments.sandbox.stack_name}-validate"
+    with deployments.sandbox.runtime.paused(validate):  # type: ignore[union-attr]
+        arn = deployments.start("e2e-retain")
+        wait_for(lambda: "ValidateRegion" in deployments.states_entered(arn), "validation to start")
+        ddb = deployments.target_client("dynamodb")
+        ddb.put_item(TableName=new_table, Item={"SiteId": {"S": "early-customer"}})
+        fault("validation-writes-fail")
+    result = deployments.finish(arn)
+
+    # THEN the rollback keeps the new table, because it holds data, and says so
+    assert result["status"] == "ROLLED_BACK", result
+    retained = [a for a in result["rollback"]["actions"] if a["name"] == new_table]
+    assert [a["action"] for a in retained][-1] == "retain"
+    assert "retain" in retained[-1]["detail"]
+    assert ddb.get_item(TableName=new_table, Key={"SiteId": {"S": "early-customer"}}).get("Item")
+    assert_seeded_data_intact(deployments, seeded)

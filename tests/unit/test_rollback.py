@@ -499,7 +499,7 @@ def test_validation_fails_for_an_unrestored_field_and_a_missing_item(
     assert not restored.passed
     assert "pointInTimeRecovery is True, expected False" in restored.detail
     items = _check(results, "rollback.item-count", TABLE)
-    assert (items.passed, items.detail) == (False, "2 items, expected 3 as before the deployment")
+    assert (items.passed, items.detail) == (False, "2 items, but 3 before the deployment: 1 missing")
     objects = _check(results, "rollback.object-count", BUCKET)
-    assert (objects.passed, objects.detail) == (False, "1 object versions, expected 2 as before the deployment")
+    assert (objects.passed, objects.detail) == (False, "1 object versions, but 2 before the deployment: 1 missing")
     assert _check(results, "rollback.restored", BUCKET).passed
