@@ -122,6 +122,15 @@ def report(stack: Stack, execution_arn: str) -> str:
     )
 
 
+def last_known_good(stack: Stack, environment: str) -> str:
+    """The latest successful deployment before the environment's most recent one."""
+    records = stack.records.history(environment, 100)
+    good = [r for r in records[1:] if r.get("status") in ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS")]
+    if not good:
+        raise StackNotFound(f"no successful deployment of {environment} before its latest one: nothing to roll back to")
+    return str(good[0]["deploymentId"])
+
+
 def build_request(
     environment: str,
     requested_by: str,

@@ -96,7 +96,9 @@ def _deploy(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, 
 
 
 def _run_deployment(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
-    version = client.push_spec(stack, Path(args.spec_dir), args.env)
+    rollback_to = getattr(args, "rollback_to", None)
+    # A rollback deploys the target deployment's pinned spec; a deployment pushes the local file.
+    version = None if rollback_to else client.push_spec(stack, Path(args.spec_dir), args.env)
     request = client.build_request(
         args.env,
         args.requested_by,
@@ -105,6 +107,7 @@ def _run_deployment(args: argparse.Namespace, stack: Stack, dry_run: bool) -> di
         version,
         scheduledFor=getattr(args, "at", None),
         promotionOverride=getattr(args, "promotion_override", None),
+        rollbackTo=rollback_to,
     )
     clicks = [("approve", u) for u in getattr(args, "approve_as", None) or []]
     clicks += [("reject", u) for u in getattr(args, "reject_as", None) or []]
@@ -192,6 +195,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--inject is for sandbox game days only; it is refused against real AWS")
     with connect(args) as stack:
         return _report(args, _deploy(args, stack, args.dry_run))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Deploy again what an earlier successful deployment deployed, through the same approvals."""
+    with connect(args) as stack:
+        args.rollback_to = args.to or client.last_known_good(stack, args.env)
+        _progress(args, f"rolling {args.env} back to deployment {args.rollback_to}")
+        return _report(args, _deploy(args, stack, dry_run=False))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -299,15 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     deployment.add_argument("--requested-by", default=_default_user())
     deployment.add_argument("--change-ticket")
     deployment.add_argument("--spec-dir", default="environments", help="where <env>.yaml is read from")
+    deployment.add_argument("--approve-as", action="append", metavar="USER", help="approve as this approver (sandbox)")
+    deployment.add_argument("--reject-as", action="append", metavar="USER", help="reject as this approver (sandbox)")
 
     run = sub.add_parser("run", parents=[target, deployment], help="run one deployment and wait for its outcome")
     run.add_argument("--dry-run", action="store_true", help="stop after the plan")
     run.add_argument("--inject", metavar="FAULT", help="sandbox game day: make this fault happen (deployer faults)")
     run.add_argument("--at", type=timestamp, help="announce now, deploy at this ISO 8601 time (scheduledFor)")
     run.add_argument("--promotion-override", metavar="REASON", help="deploy a spec the promotion source never ran")
-    run.add_argument("--approve-as", action="append", metavar="USER", help="approve as this approver (sandbox)")
-    run.add_argument("--reject-as", action="append", metavar="USER", help="reject as this approver (sandbox)")
     run.set_defaults(func=cmd_run)
+
+    back = sub.add_parser(
+        "rollback", parents=[target, deployment], help="roll an environment back to its last known good deployment"
+    )
+    back.add_argument("--to", metavar="DEPLOYMENT_ID", help="this deployment instead of the last known good one")
+    back.set_defaults(func=cmd_rollback)
 
     for action in ("approve", "reject"):
         vote = sub.add_parser(action, parents=[target], help=f"{action} an approval as USER (a sandbox's Slack click)")
@@ -318,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", parents=[target, deployment], help="plan a deployment without applying it")
     plan.set_defaults(func=cmd_plan)
 
+    _add_inspection_commands(sub, target)
+    return parser
+
+
+def _add_inspection_commands(sub: Any, target: argparse.ArgumentParser) -> None:
+    """Commands that look at deployments or serve a sandbox, rather than deploy."""
     status = sub.add_parser("status", parents=[target], help="the outcome of one deployment")
     status.add_argument("execution_arn")
     status.set_defaults(func=cmd_status)
@@ -342,7 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--slack-signing-secret", help="the fake Slack app's signing secret (default: random)")
     box.add_argument("--time", type=timestamp, help="the wall-clock time the functions see (ticking on from it)")
     box.set_defaults(func=cmd_sandbox)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

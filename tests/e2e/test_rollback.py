@@ -238,3 +238,39 @@ def test_a_new_table_that_received_data_is_retained_by_the_rollback(deployments:
     assert "retain" in retained[-1]["detail"]
     assert ddb.get_item(TableName=new_table, Key={"SiteId": {"S": "early-customer"}}).get("Item")
     assert_seeded_data_intact(deployments, seeded)
+
+
+def test_manual_rollback_to_a_named_deployment(deployments: Deployments) -> None:
+    # GIVEN an environment deployed twice: first with versioning, then a spec that changes its tags
+    seeded = seeded_environment(deployments, "e2e-manual")
+    first = deployments.stack.records.history("e2e-manual", 1)[0]["deploymentId"]
+    deployments.spec(
+        "e2e-manual",
+        tags={"Project": "bbws", "Release": "2026.12"},
+        resources={
+            "buckets": [{"name": seeded["bucket"]}],
+            "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+    assert deployments.run("e2e-manual")["status"] == "SUCCEEDED"
+    # WHEN an operator rolls back to the first deployment
+    completed = deployer(deployments, "rollback", "--env", "e2e-manual", "--to", first, "--json")
+    # THEN that deployment's spec version is deployed again, through the normal pipeline
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["status"] == "SUCCEEDED"
+    first_record = deployments.stack.records.get(first)
+    assert first_record is not None
+    assert result["specVersion"] == first_record["specVersion"]
+    record = deployments.stack.records.get(result["deploymentId"])
+    assert record is not None
+    assert record["rollbackTo"] == first
+    assert_seeded_data_intact(deployments, seeded)
+
+
+def test_rollback_to_a_failed_or_foreign_deployment_is_refused(deployments: Deployments) -> None:
+    completed = deployer(deployments, "rollback", "--env", "e2e-manual", "--to", "no-such-deployment", "--json")
+    assert completed.returncode == 1
+    result = json.loads(completed.stdout)
+    assert result["error"] == "InputInvalid"
+    assert "no deployment no-such-deployment" in result["cause"]

@@ -30,6 +30,8 @@ class DeploymentRequest(Event):
     scheduled_for: AwareDatetime | None = None
     # Deploy a spec the promotion source never ran; costs extra approvals, recorded as an override.
     promotion_override: Annotated[str, Field(min_length=10, max_length=500)] | None = None
+    # A manual rollback: deploy again exactly what this earlier successful deployment deployed.
+    rollback_to: Annotated[str, Field(min_length=1, max_length=80)] | None = None
 
 
 class StartEvent(Event):
@@ -71,6 +73,7 @@ class DeploymentContext(Event):
     policy: PolicySummary
     schedule: Schedule | None = None
     promotion_override: str | None = None
+    rollback_to: str | None = None
 
 
 class DeploymentEvent(Event):

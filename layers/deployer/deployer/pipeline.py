@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from deployer import clock
 from deployer.aws import TargetSession, assume_role, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
-from deployer.errors import PreflightFailed
+from deployer.errors import InputInvalid, PreflightFailed
 from deployer.models import (
     DeploymentContext,
     DeploymentEvent,
@@ -57,7 +57,8 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Validate the execution input, pin the spec version and open the deployment record."""
     start_event = parse_event(StartEvent, event)
     request = parse_event(DeploymentRequest, start_event.input)
-    spec, version = tooling.specs.get(request.environment, request.spec_version)
+    pinned = _rollback_target(tooling, request) if request.rollback_to else request.spec_version
+    spec, version = tooling.specs.get(request.environment, pinned)
     approvals, now = spec.policy.approvals, clock.now()
     schedule = None
     if request.scheduled_for is not None:
@@ -94,6 +95,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         ),
         schedule=schedule,
         promotion_override=request.promotion_override,
+        rollback_to=request.rollback_to,
     )
     tooling.records.create(
         context.deployment_id,
@@ -110,12 +112,25 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "promotionHash": spec.promotion_hash(),
             "scheduledFor": schedule.scheduled_for if schedule else None,
             "promotionOverride": request.promotion_override,
+            "rollbackTo": request.rollback_to,
             "account": spec.account,
             "regions": context.regions,
             "input": start_event.input,
         },
     )
     return context.dump()
+
+
+def _rollback_target(tooling: Tooling, request: DeploymentRequest) -> str:
+    """The spec version a manual rollback deploys: that of an earlier successful deployment of this environment."""
+    target = tooling.records.get(str(request.rollback_to))
+    if target is None or target.get("environment") != request.environment:
+        raise InputInvalid(f"rollbackTo: no deployment {request.rollback_to} of environment {request.environment}")
+    if target.get("status") not in ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS"):
+        raise InputInvalid(f"rollbackTo: deployment {request.rollback_to} ended {target.get('status')}, not SUCCEEDED")
+    if request.spec_version and request.spec_version != target["specVersion"]:
+        raise InputInvalid("specVersion: a rollback deploys the target deployment's spec version; leave it out")
+    return str(target["specVersion"])
 
 
 def acquire_lock(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
@@ -142,7 +157,13 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     target = _target(tooling, spec, deployment.deployment_id)
     with transient_errors():
         account = target.client("sts", spec.regions.primary).get_caller_identity()["Account"]
-    promotion = promotion_check(tooling.records, spec, deployment.promotion_override)
+    promotion = (
+        CheckResult(
+            "promotion", "global", spec.environment, True, f"rollback to {deployment.rollback_to}, which succeeded here"
+        )
+        if deployment.rollback_to
+        else promotion_check(tooling.records, spec, deployment.promotion_override)
+    )
     try:
         checks = run_preflight(
             target, account, spec, deployment.change_ticket, clock.now(), requested_by=deployment.requested_by
