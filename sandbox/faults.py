@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from sandbox.accounts import TARGET_ACCOUNTS
 CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/")
 ALL_ENVIRONMENTS = sorted(TARGET_ACCOUNTS)
 FAULTS_PATH = "/_sandbox/faults"
+SLOW_WRITE_SECONDS = 1.5  # above the default latencyThresholdMs (1000)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,26 @@ def _bucket_limit_reached(call: Call) -> Response | None:
     return None
 
 
+def _bucket_writes_denied(call: Call) -> Response | None:
+    if call.s3_object_put("_deployer/validation/"):
+        return _s3_error("AccessDenied", "Access Denied", 403)
+    return None
+
+
+def _reads_unavailable(call: Call) -> Response | None:
+    if call.service == "s3" and call.method == "GET" and "/_deployer/validation/" in call.path:
+        return _s3_error("ServiceUnavailable", "Service is unable to handle request", 503)
+    if call.dynamodb("GetItem"):
+        return _dynamodb_error("InternalServerError", "Internal server error", 500)
+    return None
+
+
+def _slow_writes(call: Call) -> Response | None:
+    if call.s3_object_put("_deployer/validation/") or call.dynamodb("PutItem"):
+        time.sleep(SLOW_WRITE_SECONDS)  # then answered normally: slow, not broken
+    return None
+
+
 def _tags_not_applied(call: Call) -> Response | None:
     if call.s3_subresource("tagging") or call.dynamodb("TagResource"):
         return _swallowed(call)
@@ -129,6 +151,27 @@ CATALOGUE = [
         expected="ROLLED_BACK",
         description="S3 acknowledges PutPublicAccessBlock but the bucket stays open to public policies and ACLs",
         answer=_public_access_block_not_applied,
+    ),
+    Fault(
+        name="writes-denied",
+        criterion="configurationError",
+        expected="ROLLED_BACK",
+        description="writes to the bucket this deployment changed are denied (AccessDenied from a wrong policy)",
+        answer=_bucket_writes_denied,
+    ),
+    Fault(
+        name="storage-unavailable",
+        criterion="serviceUnavailable",
+        expected="ROLLED_BACK",
+        description="S3 and DynamoDB reads answer 503/500 through every retry: the application cannot read its data",
+        answer=_reads_unavailable,
+    ),
+    Fault(
+        name="slow-writes",
+        criterion="performanceDegradation",
+        expected="SUCCEEDED_WITH_WARNINGS",
+        description="writes succeed but take longer than the policy's latency threshold",
+        answer=_slow_writes,
     ),
     Fault(
         name="bucket-limit-reached",

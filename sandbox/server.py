@@ -52,7 +52,12 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STACK = "bbws-deployer"
 DEFAULT_REGION = "af-south-1"
 # Test-speed settings for the template's parameters; real AWS keeps the defaults.
-SANDBOX_PARAMETERS = {"WaitDelaySeconds": "0.2", "WaitMaxAttempts": "50", "ReplicationCheckTimeoutSeconds": "20"}
+SANDBOX_PARAMETERS = {
+    "WaitDelaySeconds": "0.2",
+    "WaitMaxAttempts": "50",
+    "ReplicationCheckTimeoutSeconds": "20",
+    "AwsMaxAttempts": "2",
+}
 SLACK_TEAM_ID = "T0BBWS0001"
 INFO_PATH = "/_sandbox/info"
 

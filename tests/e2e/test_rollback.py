@@ -274,3 +274,34 @@ def test_rollback_to_a_failed_or_foreign_deployment_is_refused(deployments: Depl
     result = json.loads(completed.stdout)
     assert result["error"] == "InputInvalid"
     assert "no deployment no-such-deployment" in result["cause"]
+
+
+@pytest.mark.parametrize(
+    ("fault_name", "criterion", "status"),
+    [
+        ("writes-denied", "configurationError", "ROLLED_BACK"),
+        ("storage-unavailable", "serviceUnavailable", "ROLLED_BACK"),
+        ("slow-writes", "performanceDegradation", "SUCCEEDED_WITH_WARNINGS"),
+    ],
+)
+def test_each_criterion_decides_as_the_runbook_says_and_loses_no_data(
+    deployments: Deployments, fault: Any, fault_name: str, criterion: str, status: str
+) -> None:
+    # GIVEN a seeded environment whose bucket has drifted, so the deployment changes it
+    environment = f"e2e-{fault_name}"
+    seeded = seeded_environment(deployments, environment)
+    deployments.target_client("s3").put_bucket_versioning(
+        Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"}
+    )
+    # WHEN it is deployed with the fault
+    fault(fault_name)
+    result = deployments.run(environment)
+    # THEN the decision follows the criterion, and every seeded item and object version is there
+    assert result["status"] == status, result
+    assert result["decision"]["criterion"] == criterion
+    assert_seeded_data_intact(deployments, seeded)
+    if status == "ROLLED_BACK":
+        assert all(c["passed"] for c in result["rollback"]["validation"])
+        versioning = deployments.target_client("s3").get_bucket_versioning(Bucket=seeded["bucket"])
+        assert versioning["Status"] == "Suspended"  # back to the recorded prior state
+    assert deployments.stack.records.lock_holder(environment) is None

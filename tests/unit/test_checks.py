@@ -25,6 +25,7 @@ BUCKET_CHECKS = [
     "bucket.encryption",
     "bucket.tags",
     "bucket.write-read-delete",
+    "performance.latency",
 ]
 TABLE_CHECKS = [
     "table.active",
@@ -34,6 +35,7 @@ TABLE_CHECKS = [
     "table.point-in-time-recovery",
     "table.tags",
     "table.write-read-delete",
+    "performance.latency",
 ]
 
 
@@ -98,13 +100,32 @@ def test_failed_check_is_reported_and_the_others_still_run(
     assert str(raised.value) == f"{REGION} {BUCKET} bucket.versioning: versioning is Suspended, expected Enabled"
 
 
+def test_a_slow_round_trip_fails_the_latency_check_only(
+    target: TargetSession, spec_data: dict[str, Any], build_spec: Any
+) -> None:
+    # GIVEN a latency threshold no round trip can meet
+    spec_data["policy"] = {"rollback": {"latencyThresholdMs": 1}}
+    spec = build_spec(spec_data)
+    apply_region(target, spec, REGION, NO_WAIT)
+    # WHEN the region is validated
+    results = validate_region(target, spec, REGION, MARKER)
+    # THEN the round trips pass, and the latency checks fail saying how long they took
+    assert _result(results, BUCKET, "bucket.write-read-delete").passed
+    slow = [r for r in results if r.name == "performance.latency"]
+    assert [r.resource for r in slow] == [BUCKET, TABLE]
+    assert not any(r.passed for r in slow)
+    assert all("threshold 1 ms" in r.detail for r in slow)
+
+
 def test_missing_resources_fail_every_check_without_crashing(target: TargetSession, spec: EnvironmentSpec) -> None:
     # GIVEN nothing was deployed
     # WHEN the region is validated
     results = validate_region(target, spec, REGION, MARKER)
 
-    # THEN every check is reported failed, with the AWS error where there is one
-    assert [r.name for r in results] == BUCKET_CHECKS + TABLE_CHECKS
+    # THEN every check is reported failed, with the AWS error where there is one (a failed round
+    # trip is not timed, so there is no latency check)
+    timed = ("performance.latency",)
+    assert [r.name for r in results] == [n for n in BUCKET_CHECKS + TABLE_CHECKS if n not in timed]
     assert not any(r.passed for r in results)
     assert _result(results, BUCKET, "bucket.exists").detail == "bucket does not exist"
     assert _result(results, TABLE, "table.active").detail.startswith("ResourceNotFoundException")

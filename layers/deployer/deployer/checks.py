@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -50,14 +51,32 @@ def validate_region(target: TargetSession, spec: EnvironmentSpec, region: str, m
     """
     s3 = target.client("s3", region)
     ddb = target.client("dynamodb", region)
+    threshold_ms = spec.policy.rollback.latency_threshold_ms
     results = []
     for bucket in spec.buckets_in(region):
         for name, check in _bucket_checks(s3, bucket, spec.tags_for(bucket), target.account, marker):
-            results.append(run_check(name, region, bucket.name, check))
+            results.extend(_timed(name, region, bucket.name, check, threshold_ms))
     for table in spec.tables_in(region):
         for name, check in _table_checks(ddb, table, spec.tags_for(table), marker):
-            results.append(run_check(name, region, table.name, check))
+            results.extend(_timed(name, region, table.name, check, threshold_ms))
     return results
+
+
+def _timed(name: str, region: str, resource: str, check: Check, threshold_ms: int) -> list[CheckResult]:
+    """Run a check; the write-read-delete round trip is also timed against the latency threshold."""
+    started = time.perf_counter()
+    result = run_check(name, region, resource, check)
+    if not name.endswith(".write-read-delete") or not result.passed:
+        return [result]
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    latency = CheckResult(
+        "performance.latency",
+        region,
+        resource,
+        elapsed_ms <= threshold_ms,
+        f"write, read and delete took {elapsed_ms} ms (threshold {threshold_ms} ms)",
+    )
+    return [result, latency]
 
 
 def raise_if_failed(results: list[CheckResult]) -> None:
