@@ -80,8 +80,10 @@ class Fault:
     criterion: str
     expected: str  # ROLLED_BACK or SUCCEEDED_WITH_WARNINGS
     description: str
-    answer: Callable[[Call], Response | None]
+    answer: Callable[[Call], Response | None] = lambda _: None
     environments: tuple[str, ...] = tuple(ALL_ENVIRONMENTS)
+    # A fault of the emulation itself rather than of one answer: (on inject, on clear).
+    switch: tuple[str, str] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -131,6 +133,23 @@ def _slow_writes(call: Call) -> Response | None:
     return None
 
 
+@dataclass
+class _FirstAttemptFails:
+    """The first attempt at each validation write is dropped (503); botocore's retry gets through."""
+
+    seen: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, call: Call) -> Response | None:
+        if not call.s3_object_put("_deployer/validation/"):
+            return None
+        with self.lock:
+            if call.path in self.seen:
+                return None
+            self.seen.add(call.path)
+        return _s3_error("SlowDown", "Please reduce your request rate", 503)
+
+
 def _tags_not_applied(call: Call) -> Response | None:
     if call.s3_subresource("tagging") or call.dynamodb("TagResource"):
         return _swallowed(call)
@@ -174,11 +193,26 @@ CATALOGUE = [
         answer=_slow_writes,
     ),
     Fault(
+        name="flaky-network",
+        criterion="transientConnectivity",
+        expected="SUCCEEDED_WITH_WARNINGS",
+        description="a request is dropped once and goes through on retry (a network glitch that clears)",
+        answer=_FirstAttemptFails(),
+    ),
+    Fault(
         name="bucket-limit-reached",
         criterion="resourceExhaustion",
         expected="ROLLED_BACK",
         description="the account's bucket quota is used up: creating a bucket fails with TooManyBuckets",
         answer=_bucket_limit_reached,
+    ),
+    Fault(
+        name="replication-stalled",
+        criterion="replicationFailure",
+        expected="ROLLED_BACK",
+        description="S3 replication and global-table replication stop (as AWS FIS pauses them)",
+        environments=("prod",),
+        switch=("pause", "resume"),
     ),
     Fault(
         name="tags-not-applied",
@@ -196,6 +230,8 @@ class FaultInjector:
 
     catalogue: dict[str, Fault] = field(default_factory=lambda: {f.name: f for f in CATALOGUE})
     active: set[str] = field(default_factory=set)
+    # The replication emulations, which switch faults pause and resume.
+    switched: list[Any] = field(default_factory=list)
     injected: list[dict[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -205,11 +241,18 @@ class FaultInjector:
             raise KeyError(f"no fault named {name!r}; known: {', '.join(sorted(self.catalogue))}")
         with self._lock:
             self.active.add(name)
+        if fault.switch:
+            for emulation in self.switched:
+                getattr(emulation, fault.switch[0])()
         return fault
 
     def clear(self) -> None:
         with self._lock:
+            switches = [self.catalogue[name].switch for name in self.active if self.catalogue[name].switch]
             self.active.clear()
+        for switch in switches:
+            for emulation in self.switched:
+                getattr(emulation, switch[1])()
 
     def handle(self, request: Request) -> Response | None:
         """The sandbox's fault API, or a faulty answer to an AWS call; None lets the call through."""

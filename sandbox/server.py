@@ -145,6 +145,7 @@ class Sandbox:
             self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
         self.s3_replication.start()
+        self.faults.switched = [self.s3_replication, self.dynamodb_replicas]
         self.dynamodb_replicas.start()
         aws = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime, self.describe, self.faults)
         self._serve(aws, self.port, MotoRequestHandler)

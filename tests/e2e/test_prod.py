@@ -94,14 +94,14 @@ def test_unchanged_prod_rerun_changes_nothing(deployments: Deployments) -> None:
 
 
 def test_paused_replication_fails_the_replication_checks_naming_the_resource(deployments: Deployments) -> None:
-    # GIVEN replication is paused (as AWS FIS can pause it)
-    deployments.sandbox.s3_replication.pause()
-    deployments.sandbox.dynamodb_replicas.pause()
+    # GIVEN replication is paused (the game-day fault, as AWS FIS can pause it)
+    deployments.sandbox.faults.inject("replication-stalled")
+    assert deployments.sandbox.s3_replication.is_paused
     try:
         result = deploy_prod(deployments)
     finally:
-        deployments.sandbox.s3_replication.resume()
-        deployments.sandbox.dynamodb_replicas.resume()
+        deployments.sandbox.faults.clear()
+    assert not deployments.sandbox.dynamodb_replicas.is_paused
     # THEN the replication checks fail, each naming its resource, and PROD is rolled back for it
     assert result["status"] == "ROLLED_BACK"
     assert result["error"] == "ValidationFailed"

@@ -282,6 +282,7 @@ def test_rollback_to_a_failed_or_foreign_deployment_is_refused(deployments: Depl
         ("writes-denied", "configurationError", "ROLLED_BACK"),
         ("storage-unavailable", "serviceUnavailable", "ROLLED_BACK"),
         ("slow-writes", "performanceDegradation", "SUCCEEDED_WITH_WARNINGS"),
+        ("flaky-network", "transientConnectivity", "SUCCEEDED_WITH_WARNINGS"),
     ],
 )
 def test_each_criterion_decides_as_the_runbook_says_and_loses_no_data(

@@ -53,6 +53,8 @@ class CallLog:
     """Counts every AWS API call made through clients it is attached to."""
 
     calls: Counter[str] = field(default_factory=Counter)
+    # Calls botocore had to retry (throttling, 5xx, dropped connections) before they succeeded or gave up.
+    retries: int = 0
 
     def attach(self, client: BaseClient) -> BaseClient:
         service = client.meta.service_model.service_name
@@ -60,7 +62,11 @@ class CallLog:
         def count(model: Any, **_: Any) -> None:
             self.calls[f"{service}:{model.name}"] += 1
 
+        def retried(parsed: dict[str, Any], **_: Any) -> None:
+            self.retries += int(parsed.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+
         client.meta.events.register("before-call.*.*", count)
+        client.meta.events.register("after-call.*.*", retried)
         return client
 
     @property

@@ -27,6 +27,8 @@ class CheckResult:
     resource: str
     passed: bool
     detail: str
+    # Passed, but only after AWS calls were retried: transient connectivity, worth a warning.
+    recovered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,17 +57,22 @@ def validate_region(target: TargetSession, spec: EnvironmentSpec, region: str, m
     results = []
     for bucket in spec.buckets_in(region):
         for name, check in _bucket_checks(s3, bucket, spec.tags_for(bucket), target.account, marker):
-            results.extend(_timed(name, region, bucket.name, check, threshold_ms))
+            results.extend(_timed(target, name, region, bucket.name, check, threshold_ms=threshold_ms))
     for table in spec.tables_in(region):
         for name, check in _table_checks(ddb, table, spec.tags_for(table), marker):
-            results.extend(_timed(name, region, table.name, check, threshold_ms))
+            results.extend(_timed(target, name, region, table.name, check, threshold_ms=threshold_ms))
     return results
 
 
-def _timed(name: str, region: str, resource: str, check: Check, threshold_ms: int) -> list[CheckResult]:
-    """Run a check; the write-read-delete round trip is also timed against the latency threshold."""
-    started = time.perf_counter()
+def _timed(
+    target: TargetSession, name: str, region: str, resource: str, check: Check, *, threshold_ms: int
+) -> list[CheckResult]:
+    """Run a check, noting retried calls; the write-read-delete round trip is also timed."""
+    retries, started = target.log.retries, time.perf_counter()
     result = run_check(name, region, resource, check)
+    if result.passed and target.log.retries > retries:
+        detail = f"{result.detail} (after {target.log.retries - retries} retried call(s))"
+        result = CheckResult(name, region, resource, True, detail, recovered=True)
     if not name.endswith(".write-read-delete") or not result.passed:
         return [result]
     elapsed_ms = round((time.perf_counter() - started) * 1000)
@@ -80,8 +87,12 @@ def _timed(name: str, region: str, resource: str, check: Check, threshold_ms: in
 
 
 def raise_if_failed(results: list[CheckResult]) -> None:
-    """Raise ValidationFailed listing every failed check, one per line."""
-    failed = [r for r in results if not r.passed]
+    """Raise ValidationFailed listing every failed (or only-after-retries) check, one per line.
+
+    A check that passed only after retries is reported too, so the rollback decision can weigh
+    it (the runbook fixes transient connectivity forward, with a warning).
+    """
+    failed = [r for r in results if not r.passed or r.recovered]
     if failed:
         raise ValidationFailed("\n".join(f"{r.region} {r.resource} {r.name}: {r.detail}" for r in failed))
 
