@@ -9,7 +9,10 @@ import sys
 from typing import Any
 
 import pytest
+from werkzeug.wrappers import Response
 
+from deployer_cli import client
+from sandbox.faults import Call, Fault
 from tests.sandbox_fixtures import Deployments, EventCapture, deployer, wait_for
 
 TABLE = "Site-Rollback-Seeded"
@@ -306,3 +309,66 @@ def test_each_criterion_decides_as_the_runbook_says_and_loses_no_data(
         versioning = deployments.target_client("s3").get_bucket_versioning(Bucket=seeded["bucket"])
         assert versioning["Status"] == "Suspended"  # back to the recorded prior state
     assert deployments.stack.records.lock_holder(environment) is None
+
+
+def test_a_rollback_that_fails_declares_an_incident_and_can_be_resumed(
+    deployments: Deployments, bus_events: EventCapture, fault: Any
+) -> None:
+    # GIVEN a seeded, drifted environment where writes fail, and restoring versioning is denied too
+    seeded = seeded_environment(deployments, "e2e-blocked")
+    s3 = deployments.target_client("s3")
+    s3.put_bucket_versioning(Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"})
+    deployments.run("e2e-blocked")  # repaired: versioning Enabled again, prior state Suspended recorded next time
+    s3.put_bucket_versioning(Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"})
+
+    def versioning_denied(call: Call) -> Response | None:
+        # Provisioning comes first and goes through; once validation has failed, restores are denied.
+        validation_failed = any(i["fault"] == "validation-writes-fail" for i in deployments.sandbox.faults.injected)
+        if call.s3_subresource("versioning") and validation_failed:
+            return Response("<Error><Code>AccessDenied</Code></Error>", status=403)
+        return None
+
+    deployments.sandbox.faults.catalogue["versioning-denied"] = Fault(
+        "versioning-denied",
+        "configurationError",
+        "ROLLBACK_FAILED",
+        "restores of versioning are denied",
+        versioning_denied,
+    )
+    fault("validation-writes-fail")
+    fault("versioning-denied")
+    result = deployments.run("e2e-blocked")
+
+    # THEN the rollback fails: ROLLBACK_FAILED, an incident is declared, the lock is released, no data lost
+    assert result["status"] == "ROLLBACK_FAILED", result
+    kinds = [e["detail-type"] for e in bus_events.for_deployment(result["deploymentId"])]
+    assert "Incident Declared" in kinds
+    assert deployments.stack.records.lock_holder("e2e-blocked") is None
+    assert_seeded_data_intact(deployments, seeded)
+
+    # WHEN the cause is removed and the rollback is run again for that deployment
+    deployments.sandbox.faults.clear()
+    del deployments.sandbox.faults.catalogue["versioning-denied"]
+    record = deployments.stack.records.get(result["deploymentId"])
+    assert record is not None
+    event = {"deployment": _context(deployments, result["executionArn"])}
+    lam = deployments.stack.client("lambda")
+    resumed = lam.invoke(FunctionName=f"{deployments.sandbox.stack_name}-rollback", Payload=json.dumps(event))
+    assert "FunctionError" not in resumed, resumed["Payload"].read()
+    validated = lam.invoke(
+        FunctionName=f"{deployments.sandbox.stack_name}-validate-rollback", Payload=json.dumps(event)
+    )
+    assert "FunctionError" not in validated, validated["Payload"].read()
+
+    # THEN it completes from where it stopped, and the environment is back at its recorded prior state
+    assert s3.get_bucket_versioning(Bucket=seeded["bucket"])["Status"] == "Suspended"
+    assert_seeded_data_intact(deployments, seeded)
+
+
+def _context(deployments: Deployments, execution_arn: str) -> dict[str, Any]:
+    """The deployment context the execution carried (from its StartDeployment result)."""
+    for event in client.history(deployments.stack, execution_arn):
+        details = event.get("stateExitedEventDetails", {})
+        if details.get("name") == "StartDeployment":
+            return dict(json.loads(details["output"])["deployment"])
+    raise AssertionError("no StartDeployment output in the history")
