@@ -17,6 +17,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from deployer.approvals import Approval, ApprovalStore
+from deployer.aws import execution_history
 from deployer.incident import incident_report
 from deployer.models import DeploymentRequest, parse_event
 from deployer.records import RecordStore
@@ -173,15 +174,7 @@ def start(stack: Stack, request: dict[str, Any], name: str | None = None) -> str
 
 
 def history(stack: Stack, execution_arn: str) -> list[dict[str, Any]]:
-    sfn = stack.client("stepfunctions")
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        events.extend(page["events"])
-        if not page.get("nextToken"):
-            return events
-        kwargs["nextToken"] = page["nextToken"]
+    return execution_history(stack.client("stepfunctions"), execution_arn)
 
 
 def wait(

@@ -76,6 +76,11 @@ def test_writes_failing_roll_back_and_keep_every_item_and_version(
     assert deployments.stack.records.lock_holder("e2e-dataloss") is None
     kinds = [e["detail-type"] for e in bus_events.for_deployment(result["deploymentId"])]
     assert "Rollback Completed" in kinds
+    # AND the post-incident report is stored with the deployment
+    record = deployments.stack.records.get(result["deploymentId"])
+    assert record is not None
+    assert "dataLossRisk" in record["report"]
+    assert "Rollback actions" in record["report"]
 
 
 def test_security_exposure_rolls_back_and_removes_only_what_holds_no_data(deployments: Deployments, fault: Any) -> None:

@@ -124,3 +124,16 @@ def transient_errors() -> Iterator[None]:
         raise
     except (EndpointConnectionError, ConnectionError) as exc:
         raise TransientAwsError(str(exc)) from exc
+
+
+def execution_history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    """Every event of a Step Functions execution, oldest first."""
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        with transient_errors():
+            page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]

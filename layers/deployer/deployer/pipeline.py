@@ -10,9 +10,10 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from deployer import clock
-from deployer.aws import TargetSession, assume_role, transient_errors
+from deployer.aws import TargetSession, assume_role, execution_history, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
 from deployer.errors import InputInvalid, PreflightFailed
+from deployer.incident import incident_report
 from deployer.models import (
     DeploymentContext,
     DeploymentEvent,
@@ -34,6 +35,7 @@ from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
 from deployer.windows import announcement, decide_window, validate_schedule
 
+INCIDENT_STATUSES = ("ROLLED_BACK", "ROLLBACK_FAILED", "SUCCEEDED_WITH_WARNINGS")
 OUTCOME_DETAIL_TYPES = {
     "SUCCEEDED": "Deployment Succeeded",
     "FAILED": "Deployment Failed",
@@ -255,8 +257,22 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         )
     tooling.records.update(outcome.deployment_id, clock.now(), fields)
     record = tooling.records.get(outcome.deployment_id) or {}
+    if outcome.status in INCIDENT_STATUSES:
+        # The post-incident report is kept with the deployment (`deployer report` re-renders it
+        # later with the execution's last states).
+        report = incident_report(
+            record,
+            execution_history(tooling.sfn, outcome.execution_arn),
+            record.get("decision"),
+            record.get("rollback", []),
+            record.get("countsBefore", {}),
+            record.get("countsAfter", {}),
+            record.get("rollbackValidation", []),
+        )
+        tooling.records.update(outcome.deployment_id, clock.now(), {"report": report})
     metrics.add_dimension(name="environment", value=str(record.get("environment", "unknown")))
-    metrics.add_metric(name=f"Deployments{outcome.status.title()}", unit=MetricUnit.Count, value=1)
+    metric = "Deployments" + "".join(part.title() for part in outcome.status.split("_"))
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     return {
         "detailType": OUTCOME_DETAIL_TYPES[outcome.status],
         "deploymentId": outcome.deployment_id,
