@@ -250,6 +250,7 @@ class FaultInjector:
         with self._lock:
             switches = [self.catalogue[name].switch for name in self.active if self.catalogue[name].switch]
             self.active.clear()
+            self.injected.clear()
         for switch in switches:
             for emulation in self.switched:
                 getattr(emulation, switch[1])()
