@@ -82,8 +82,8 @@ class Fault:
     description: str
     answer: Callable[[Call], Response | None] = lambda _: None
     environments: tuple[str, ...] = tuple(ALL_ENVIRONMENTS)
-    # A fault of the emulation itself rather than of one answer: (on inject, on clear).
-    switch: tuple[str, str] | None = None
+    # A fault of emulations themselves rather than of one answer: the emulations it pauses until cleared.
+    pauses: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -212,7 +212,14 @@ CATALOGUE = [
         expected="ROLLED_BACK",
         description="S3 replication and global-table replication stop (as AWS FIS pauses them)",
         environments=("prod",),
-        switch=("pause", "resume"),
+        pauses=("s3_replication", "dynamodb_replicas"),
+    ),
+    Fault(
+        name="metrics-missing",
+        criterion="monitoringGap",
+        expected="SUCCEEDED_WITH_WARNINGS",
+        description="CloudWatch receives no DynamoDB metrics for the tables (a monitoring gap, not an outage)",
+        pauses=("dynamodb_metrics",),
     ),
     Fault(
         name="tags-not-applied",
@@ -230,8 +237,8 @@ class FaultInjector:
 
     catalogue: dict[str, Fault] = field(default_factory=lambda: {f.name: f for f in CATALOGUE})
     active: set[str] = field(default_factory=set)
-    # The replication emulations, which switch faults pause and resume.
-    switched: list[Any] = field(default_factory=list)
+    # The emulations that faults may pause, by name (sandbox attributes with pause() and resume()).
+    switched: dict[str, Any] = field(default_factory=dict)
     injected: list[dict[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -241,19 +248,17 @@ class FaultInjector:
             raise KeyError(f"no fault named {name!r}; known: {', '.join(sorted(self.catalogue))}")
         with self._lock:
             self.active.add(name)
-        if fault.switch:
-            for emulation in self.switched:
-                getattr(emulation, fault.switch[0])()
+        for emulation in fault.pauses:
+            self.switched[emulation].pause()
         return fault
 
     def clear(self) -> None:
         with self._lock:
-            switches = [self.catalogue[name].switch for name in self.active if self.catalogue[name].switch]
+            paused = [name for fault in self.active for name in self.catalogue[fault].pauses]
             self.active.clear()
             self.injected.clear()
-        for switch in switches:
-            for emulation in self.switched:
-                getattr(emulation, switch[1])()
+        for name in paused:
+            self.switched[name].resume()
 
     def handle(self, request: Request) -> Response | None:
         """The sandbox's fault API, or a faulty answer to an AWS call; None lets the call through."""

@@ -41,6 +41,7 @@ from sandbox.accounts import (
     install_deployment_roles,
 )
 from sandbox.api_gateway import ApiGateway
+from sandbox.cloudwatch_metrics import DynamoDBMetrics
 from sandbox.dynamodb_replicas import DynamoDBReplicas
 from sandbox.fake_slack import FakeSlack
 from sandbox.faults import FaultInjector
@@ -65,11 +66,14 @@ INFO_PATH = "/_sandbox/info"
 class SandboxApp:
     """WSGI for the AWS endpoint: the sandbox's extensions first, then moto."""
 
-    def __init__(self, moto_app: Any, runtime: LambdaRuntime, info: Any, faults: FaultInjector) -> None:
+    def __init__(
+        self, moto_app: Any, runtime: LambdaRuntime, info: Any, faults: FaultInjector, metrics: DynamoDBMetrics
+    ) -> None:
         self.moto_app = moto_app
         self.runtime = runtime
         self.info = info
         self.faults = faults
+        self.metrics = metrics
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         sfn_names.name_unnamed_execution(environ)
@@ -78,9 +82,21 @@ class SandboxApp:
             response: Response | None = Response(json.dumps(self.info()), content_type="application/json")
         else:
             response = self.faults.handle(request) or self.runtime.wsgi(request) or s3_ownership.check(request)
-        if response is None:
+        if response is not None:
+            return response(environ, start_response)
+        written = self.metrics.watch(environ)
+        if written is None:
             return self.moto_app(environ, start_response)  # type: ignore[no-any-return]
-        return response(environ, start_response)
+        statuses: list[str] = []
+
+        def capture(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        body = self.moto_app(environ, capture)
+        if statuses and statuses[0].startswith("200"):
+            self.metrics.emit(written)
+        return body  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -101,6 +117,7 @@ class Sandbox:
     runtime: LambdaRuntime | None = None
     # Game-day faults (`deployer run --inject`), off until injected.
     faults: FaultInjector = field(default_factory=FaultInjector)
+    dynamodb_metrics: DynamoDBMetrics = field(default_factory=DynamoDBMetrics)
     slack: FakeSlack = field(default_factory=lambda: FakeSlack(f"xoxb-sandbox-{secrets.token_hex(8)}", SLACK_TEAM_ID))
     # moto 5.2.5 gaps, each emulated in its own module; pause()/resume() them for fault tests.
     s3_replication: S3Replication = field(default_factory=S3Replication)
@@ -145,9 +162,19 @@ class Sandbox:
             self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
         self.s3_replication.start()
-        self.faults.switched = [self.s3_replication, self.dynamodb_replicas]
+        self.faults.switched = {
+            "s3_replication": self.s3_replication,
+            "dynamodb_replicas": self.dynamodb_replicas,
+            "dynamodb_metrics": self.dynamodb_metrics,
+        }
         self.dynamodb_replicas.start()
-        aws = SandboxApp(DomainDispatcherApplication(create_backend_app), self.runtime, self.describe, self.faults)
+        aws = SandboxApp(
+            DomainDispatcherApplication(create_backend_app),
+            self.runtime,
+            self.describe,
+            self.faults,
+            self.dynamodb_metrics,
+        )
         self._serve(aws, self.port, MotoRequestHandler)
         # moto's ASL interpreter calls Lambda and the SDK integrations on this port.
         os.environ["MOTO_PORT"] = str(self._servers[0][0].server_port)

@@ -94,7 +94,12 @@ def test_unchanged_prod_rerun_changes_nothing(deployments: Deployments) -> None:
 
 
 def test_paused_replication_fails_the_replication_checks_naming_the_resource(deployments: Deployments) -> None:
-    # GIVEN replication is paused (the game-day fault, as AWS FIS can pause it)
+    # GIVEN PROD holds data, and replication is paused (the game-day fault, as AWS FIS can pause it)
+    s3 = deployments.target_client("s3", account=PROD)
+    for version in range(3):
+        s3.put_object(Bucket="bbws-prod-data-bucket", Key="sites/site-001.json", Body=f"{version}".encode())
+    ddb = deployments.target_client("dynamodb", account=PROD)
+    ddb.put_item(TableName="Site-Generation-State", Item={"SiteId": {"S": "site-001"}})
     deployments.sandbox.faults.inject("replication-stalled")
     assert deployments.sandbox.s3_replication.is_paused
     try:
@@ -110,6 +115,9 @@ def test_paused_replication_fails_the_replication_checks_naming_the_resource(dep
     assert ("replication.object", "bbws-prod-data-bucket") in failed
     assert ("replica.item", "Site-Generation-State") in failed
     assert "bbws-prod-data-bucket" in result["cause"]
+    # AND not one object version or item was lost
+    assert len(s3.list_object_versions(Bucket="bbws-prod-data-bucket", Prefix="sites/")["Versions"]) == 3
+    assert ddb.get_item(TableName="Site-Generation-State", Key={"SiteId": {"S": "site-001"}}).get("Item")
 
 
 def test_outside_the_window_beyond_max_wait_fails(deployments: Deployments) -> None:

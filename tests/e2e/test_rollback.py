@@ -377,3 +377,30 @@ def _context(deployments: Deployments, execution_arn: str) -> dict[str, Any]:
         if details.get("name") == "StartDeployment":
             return dict(json.loads(details["output"])["deployment"])
     raise AssertionError("no StartDeployment output in the history")
+
+
+def test_missing_monitoring_fixes_forward(deployments: Deployments, fault: Any) -> None:
+    # GIVEN a seeded bucket, and a new table whose CloudWatch metrics never arrive
+    bucket = "bbws-e2e-unmonitored-bucket"
+    deployments.spec("e2e-unmonitored", resources={"buckets": [{"name": bucket}]})
+    assert deployments.run("e2e-unmonitored")["status"] == "SUCCEEDED"
+    s3 = deployments.target_client("s3")
+    for version in range(3):
+        s3.put_object(Bucket=bucket, Key="sites/site-001.json", Body=f'{{"version": {version}}}'.encode())
+    deployments.spec(
+        "e2e-unmonitored",
+        resources={
+            "buckets": [{"name": bucket}],
+            "tables": [{"name": "Site-E2E-Unmonitored", "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+    fault("metrics-missing")
+    result = deployments.run("e2e-unmonitored")
+    # THEN monitoring gaps are non-critical: fixed forward, the table stays, the deployment stands with a warning
+    assert result["status"] == "SUCCEEDED_WITH_WARNINGS", result
+    assert result["decision"]["criterion"] == "monitoringGap"
+    failed = [c["name"] for c in result["checks"] if not c["passed"]]
+    assert failed == ["monitoring.metrics"]
+    tables = deployments.target_client("dynamodb").list_tables()["TableNames"]
+    assert "Site-E2E-Unmonitored" in tables
+    assert len(s3.list_object_versions(Bucket=bucket, Prefix="sites/")["Versions"]) == 3

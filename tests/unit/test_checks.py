@@ -36,6 +36,7 @@ TABLE_CHECKS = [
     "table.tags",
     "table.write-read-delete",
     "performance.latency",
+    "monitoring.metrics",
 ]
 
 
@@ -43,9 +44,36 @@ def _result(results: list[CheckResult], resource: str, name: str) -> CheckResult
     return next(r for r in results if r.resource == resource and r.name == name)
 
 
-def test_every_check_passes_after_apply(target: TargetSession, spec: EnvironmentSpec) -> None:
-    # GIVEN an applied environment
+def _table_metrics_published(target: TargetSession) -> None:
+    """What AWS does after writes to a table (moto in-process does not): its CloudWatch metrics appear."""
+    target.client("cloudwatch", REGION).put_metric_data(
+        Namespace="AWS/DynamoDB",
+        MetricData=[
+            {
+                "MetricName": "ConsumedWriteCapacityUnits",
+                "Value": 1.0,
+                "Dimensions": [{"Name": "TableName", "Value": TABLE}],
+            }
+        ],
+    )
+
+
+def test_missing_table_metrics_fail_the_monitoring_check_only(target: TargetSession, spec: EnvironmentSpec) -> None:
+    # GIVEN an applied environment whose table has no CloudWatch metrics
     apply_region(target, spec, REGION, NO_WAIT)
+    # WHEN the region is validated
+    results = validate_region(target, spec, REGION, MARKER)
+    # THEN only the monitoring check fails, saying what is missing
+    failed = [(r.name, r.detail) for r in results if not r.passed]
+    assert failed == [
+        ("monitoring.metrics", "no CloudWatch metrics in AWS/DynamoDB for the table yet (monitoring not visible)")
+    ]
+
+
+def test_every_check_passes_after_apply(target: TargetSession, spec: EnvironmentSpec) -> None:
+    # GIVEN an applied environment, whose table's metrics CloudWatch shows
+    apply_region(target, spec, REGION, NO_WAIT)
+    _table_metrics_published(target)
 
     # WHEN the region is validated
     results = validate_region(target, spec, REGION, MARKER)
@@ -79,6 +107,7 @@ def test_failed_check_is_reported_and_the_others_still_run(
 ) -> None:
     # GIVEN an applied environment whose bucket versioning was suspended by hand
     apply_region(target, spec, REGION, NO_WAIT)
+    _table_metrics_published(target)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
 
     # WHEN the region is validated

@@ -61,6 +61,9 @@ def validate_region(target: TargetSession, spec: EnvironmentSpec, region: str, m
     for table in spec.tables_in(region):
         for name, check in _table_checks(ddb, table, spec.tags_for(table), marker):
             results.extend(_timed(target, name, region, table.name, check, threshold_ms=threshold_ms))
+        # After the round trip, whose write CloudWatch counts: the table's metrics must be visible.
+        metrics = partial(_table_metrics, target.client("cloudwatch", region), table.name)
+        results.append(run_check("monitoring.metrics", region, table.name, metrics))
     return results
 
 
@@ -222,6 +225,16 @@ def _table_checks(ddb: Any, table: Table, tags: dict[str, str], marker: str) -> 
         ("table.write-read-delete", partial(_table_round_trip, ddb, table, marker)),
     ]
     return checks
+
+
+def _table_metrics(cloudwatch: Any, name: str) -> tuple[bool, str]:
+    """Runbook section 7, extended: the table's CloudWatch metrics are visible."""
+    found = cloudwatch.list_metrics(Namespace="AWS/DynamoDB", Dimensions=[{"Name": "TableName", "Value": name}]).get(
+        "Metrics", []
+    )
+    if found:
+        return True, f"{len(found)} CloudWatch metric(s) in AWS/DynamoDB for the table"
+    return False, "no CloudWatch metrics in AWS/DynamoDB for the table yet (monitoring not visible)"
 
 
 def _table_active(ddb: Any, name: str) -> tuple[bool, str]:
