@@ -1,7 +1,8 @@
 """The tooling account's side: its clients and the stack's resources, from the environment.
 
 Built once per Lambda container; clients are created on first use so a cold start
-pays only for what the function touches.
+pays only for what the function touches. For the same reason the approval gate's
+modules (Slack, interactions) are imported only by the functions that use them.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities import parameters
 
 from deployer import clock
-from deployer.approvals import ApprovalStore
 from deployer.aws import retry_config
 from deployer.errors import SlackNotConfigured
-from deployer.interactions import InteractionContext
 from deployer.records import RecordStore
 from deployer.resources import WaitConfig
-from deployer.slack import Slack
 from deployer.specstore import SpecStore
+
+if TYPE_CHECKING:
+    from deployer.approvals import ApprovalStore
+    from deployer.interactions import InteractionContext
+    from deployer.slack import Slack
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -78,10 +80,14 @@ class Tooling:
 
     @cached_property
     def approvals(self) -> ApprovalStore:
+        from deployer.approvals import ApprovalStore
+
         return ApprovalStore(self.records.table)
 
     def slack_secret(self) -> dict[str, str]:
         """{"botToken", "signingSecret", "teamId"} from Secrets Manager, cached for five minutes."""
+        from aws_lambda_powertools.utilities import parameters
+
         secret = parameters.get_secret(self.slack_secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
         missing = [k for k in ("botToken", "signingSecret", "teamId") if not secret.get(k)]
         if missing:
@@ -90,9 +96,14 @@ class Tooling:
 
     @property
     def slack(self) -> Slack:
+        from deployer.slack import Slack
+
         return Slack(self.slack_secret()["botToken"], self.slack_api_url, self.slack_response_url_prefix)
 
     def interaction_context(self) -> InteractionContext:
+        from deployer.interactions import InteractionContext
+        from deployer.slack import Slack
+
         secret = self.slack_secret()
         return InteractionContext(
             store=self.approvals,
