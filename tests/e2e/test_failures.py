@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
-from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture
-
-
-def _wait_for_state(deployments: Deployments, execution_arn: str, state: str) -> None:
-    deadline = time.monotonic() + 60
-    while state not in deployments.states_entered(execution_arn):
-        assert time.monotonic() < deadline, f"{execution_arn} never entered {state}"
-        time.sleep(0.05)
+from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture, wait_for
 
 
 def test_concurrent_deployment_of_one_environment_fails_with_lock_held(deployments: Deployments) -> None:
@@ -21,7 +13,7 @@ def test_concurrent_deployment_of_one_environment_fails_with_lock_held(deploymen
     provision = f"{deployments.sandbox.stack_name}-provision"
     with deployments.sandbox.runtime.paused(provision):  # type: ignore[union-attr]
         first = deployments.start("dev", requested_by="first")
-        _wait_for_state(deployments, first, "ProvisionRegion")
+        wait_for(lambda: "ProvisionRegion" in deployments.states_entered(first), "provisioning to start")
         # WHEN a second DEV deployment starts
         second = deployments.finish(deployments.start("dev", requested_by="second"))
     first_result = deployments.finish(first)

@@ -16,24 +16,17 @@ from typing import Any
 
 from deployer import clock
 from deployer.approvals import Approval, ApprovalStore, deliver_decision
-from deployer.aws import assume_role
 from deployer.errors import ApprovalExpired, PlanChangedSinceApproval
 from deployer.interactions import handle_interaction
 from deployer.models import ApprovalRequestEvent, DeploymentContext, DeploymentEvent, VerifyPlanEvent, parse_event
 from deployer.plan import plan_environment
 from deployer.slack import approval_blocks, decided_blocks, execution_console_url, reminder_text
-from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
 
 
 def approval_id_for(deployment_id: str) -> str:
     """One approval per deployment, derived from it so a retried request finds the same one."""
     return "apv-" + hashlib.sha256(deployment_id.encode()).hexdigest()[:16]
-
-
-def _spec(tooling: Tooling, deployment: DeploymentContext) -> EnvironmentSpec:
-    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
-    return spec
 
 
 def _title(approval: Approval) -> str:
@@ -62,7 +55,7 @@ def request_approval(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 
 def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: str) -> Approval:
     deployment = request.deployment
-    policy = _spec(tooling, deployment).policy.approvals
+    policy = tooling.spec_for(deployment).policy.approvals
     record = tooling.records.get(deployment.deployment_id) or {}
     resources = record.get("plan", {}).get("resources", [])
     now = clock.now()
@@ -126,7 +119,7 @@ def _next_wait(tooling: Tooling, deployment: DeploymentContext, approval: Approv
     if approval.status != "PENDING":
         return 1  # decided while no token was live: the next RequestApproval delivers it at once
     remaining = (approval.expires_at - now).total_seconds()
-    reminder = _spec(tooling, deployment).policy.approvals.reminder_minutes
+    reminder = tooling.spec_for(deployment).policy.approvals.reminder_minutes
     wait = min(remaining, reminder * 60) if reminder else remaining
     return max(1, math.ceil(wait))
 
@@ -135,8 +128,8 @@ def verify_plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Re-plan after approval: a plan that changed since it was approved stops the deployment."""
     verify = parse_event(VerifyPlanEvent, event)
     deployment, approval = verify.deployment, verify.approval
-    spec = _spec(tooling, deployment)
-    target = assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment.deployment_id}")
+    spec = tooling.spec_for(deployment)
+    target = tooling.target_for(spec, deployment.deployment_id)
     current = plan_environment(target, spec)
     if current.hash != approval.plan_hash:
         tooling.records.update(deployment.deployment_id, clock.now(), {"replan": current.to_dict()})

@@ -10,7 +10,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from deployer import clock
-from deployer.aws import TargetSession, assume_role, execution_history, transient_errors
+from deployer.aws import execution_history, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
 from deployer.errors import InputInvalid, PreflightFailed
 from deployer.incident import incident_report
@@ -31,7 +31,6 @@ from deployer.preflight import run_preflight
 from deployer.promotion import promotion_check
 from deployer.records import iso
 from deployer.rollback import count_data
-from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
 from deployer.windows import announcement, decide_window, validate_schedule
 
@@ -44,15 +43,6 @@ OUTCOME_DETAIL_TYPES = {
     "SUCCEEDED_WITH_WARNINGS": "Deployment Succeeded",
     "ROLLBACK_FAILED": "Incident Declared",
 }
-
-
-def _target(tooling: Tooling, spec: EnvironmentSpec, deployment_id: str) -> TargetSession:
-    return assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment_id}")
-
-
-def _spec(tooling: Tooling, deployment: DeploymentContext) -> EnvironmentSpec:
-    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
-    return spec
 
 
 def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
@@ -155,8 +145,8 @@ def release_lock(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Runbook section 3: identity, change ticket, approvals, bucket names, table backups."""
     deployment = parse_event(DeploymentEvent, event).deployment
-    spec = _spec(tooling, deployment)
-    target = _target(tooling, spec, deployment.deployment_id)
+    spec = tooling.spec_for(deployment)
+    target = tooling.target_for(spec, deployment.deployment_id)
     with transient_errors():
         account = target.client("sts", spec.regions.primary).get_caller_identity()["Account"]
     promotion = (
@@ -183,8 +173,8 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Diff desired with actual in every region and record the prior state of what will change."""
     deployment = parse_event(DeploymentEvent, event).deployment
-    spec = _spec(tooling, deployment)
-    target = _target(tooling, spec, deployment.deployment_id)
+    spec = tooling.spec_for(deployment)
+    target = tooling.target_for(spec, deployment.deployment_id)
     result = plan_environment(target, spec)
     prior = {f"{r.region}/{r.kind}/{r.name}": r.prior for r in result.resources if r.action != "unchanged"}
     summary = result.to_dict()
@@ -200,8 +190,8 @@ def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Apply one region idempotently; only what the fresh plan says differs is touched."""
     region_event = parse_event(RegionEvent, event)
     deployment, region = region_event.deployment, region_event.region
-    spec = _spec(tooling, deployment)
-    target = _target(tooling, spec, deployment.deployment_id)
+    spec = tooling.spec_for(deployment)
+    target = tooling.target_for(spec, deployment.deployment_id)
     applied = apply_region(target, spec, region, tooling.wait)
     result = {
         "resources": [{"kind": r.kind, "name": r.name, "action": r.action} for r in applied],
@@ -217,8 +207,8 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Runbook section 7: every check reported on its own; any failure fails the deployment."""
     region_event = parse_event(RegionEvent, event)
     deployment, region = region_event.deployment, region_event.region
-    spec = _spec(tooling, deployment)
-    target = _target(tooling, spec, deployment.deployment_id)
+    spec = tooling.spec_for(deployment)
+    target = tooling.target_for(spec, deployment.deployment_id)
     results = validate_region(target, spec, region, deployment.deployment_id)
     tooling.records.merge_region(deployment.deployment_id, "checks", region, _checks(results))
     metrics.add_metric(name="FailedChecks", unit=MetricUnit.Count, value=sum(1 for r in results if not r.passed))
@@ -229,7 +219,7 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def check_window(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Right before applying: proceed inside the window, wait for it within maxWaitHours, else fail."""
     deployment = parse_event(DeploymentEvent, event).deployment
-    spec, now = _spec(tooling, deployment), clock.now()
+    spec, now = tooling.spec_for(deployment), clock.now()
     record = tooling.records.get(deployment.deployment_id) or {}
     # The wait is measured from the first check, so re-checking after each wait cannot extend it.
     waited_since = datetime.fromisoformat(record["windowWaitSince"]) if record.get("windowWaitSince") else now

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 from deployer import clock
-from deployer.aws import assume_role
 from deployer.checks import raise_if_failed
 from deployer.models import DeploymentEvent, parse_event
 from deployer.replication import apply_replication, verify_replication
@@ -19,8 +18,8 @@ DEFAULT_TIMEOUT_SECONDS = 900
 def replicate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Configure replication idempotently, recording the prior replication state for rollback."""
     deployment = parse_event(DeploymentEvent, event).deployment
-    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
-    target = assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment.deployment_id}")
+    spec = tooling.spec_for(deployment)
+    target = tooling.target_for(spec, deployment.deployment_id)
     applied = apply_replication(target, spec, tooling.wait)
     record = tooling.records.get(deployment.deployment_id) or {}
     prior = {
@@ -40,8 +39,8 @@ def replicate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def verify(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Each replication check on its own; any failure fails the deployment with ValidationFailed."""
     deployment = parse_event(DeploymentEvent, event).deployment
-    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
-    target = assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment.deployment_id}")
+    spec = tooling.spec_for(deployment)
+    target = tooling.target_for(spec, deployment.deployment_id)
     timeout = float(os.environ.get("REPLICATION_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
     results = verify_replication(target, spec, deployment.deployment_id, timeout, poll_seconds=min(5.0, timeout / 20))
     tooling.records.merge_region(deployment.deployment_id, "checks", "replication", [r.to_dict() for r in results])

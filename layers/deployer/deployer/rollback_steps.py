@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deployer import clock
-from deployer.aws import TargetSession, assume_role
+from deployer.aws import TargetSession
 from deployer.checks import raise_if_failed
 from deployer.errors import RollbackFailed
 from deployer.incident import changed_resources, classify, decide, failed_checks
@@ -16,15 +16,15 @@ from deployer.tooling import Tooling
 
 
 def _target(tooling: Tooling, deployment: DeploymentContext) -> tuple[EnvironmentSpec, TargetSession]:
-    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
-    return spec, assume_role(tooling.sts, spec.deployment_role_arn, f"deployer-{deployment.deployment_id}")
+    spec = tooling.spec_for(deployment)
+    return spec, tooling.target_for(spec, deployment.deployment_id)
 
 
 def decide_rollback(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Classify the failure by the runbook's criteria: roll back, fix forward, or neither."""
     failure = parse_event(FailureEvent, event)
     deployment = failure.deployment
-    spec, _ = tooling.specs.get(deployment.environment, deployment.spec_version)
+    spec = tooling.spec_for(deployment)
     record = tooling.records.get(deployment.deployment_id) or {}
     findings = classify(failed_checks(record), failure.error.error, failure.error.cause, changed_resources(record))
     decision = decide(findings, spec.policy.rollback).to_dict()

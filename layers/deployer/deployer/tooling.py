@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from deployer import clock
-from deployer.aws import retry_config
+from deployer.aws import TargetSession, assume_role, retry_config
 from deployer.errors import SlackNotConfigured
+from deployer.models import DeploymentContext
 from deployer.records import RecordStore
 from deployer.resources import WaitConfig
+from deployer.spec import EnvironmentSpec
 from deployer.specstore import SpecStore
 
 if TYPE_CHECKING:
@@ -73,6 +75,15 @@ class Tooling:
     @cached_property
     def specs(self) -> SpecStore:
         return SpecStore(self.client("s3"), self.specs_bucket)
+
+    def spec_for(self, deployment: DeploymentContext) -> EnvironmentSpec:
+        """The exact spec version the deployment pinned at its start."""
+        spec, _ = self.specs.get(deployment.environment, deployment.spec_version)
+        return spec
+
+    def target_for(self, spec: EnvironmentSpec, deployment_id: str) -> TargetSession:
+        """A session in the environment's account, through its deployment role."""
+        return assume_role(self.sts, spec.deployment_role_arn, f"deployer-{deployment_id}")
 
     @cached_property
     def sfn(self) -> Any:
