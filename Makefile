@@ -7,11 +7,12 @@ PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $
 UV_VERSION := 0.13.8
 VENV := .venv
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test lint unit integration e2e bench build clean
+.PHONY: help install cli demo test lint unit integration e2e bench build clean
 
 help:
 	@echo "make demo   - set everything up and run a DEV deployment in the embedded sandbox"
@@ -33,11 +34,20 @@ $(SAM_VENV)/.installed: $(BIN)/uv requirements-sam.lock
 	$(BIN)/uv pip sync --quiet --python $(SAM_VENV)/bin/python requirements-sam.lock
 	@touch $@
 
+# checkov pins its own tree (boto3, pydantic, ...): a venv of its own, like the SAM CLI's.
+$(CHECKOV_VENV)/.installed: $(BIN)/uv requirements-checkov.lock
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(BIN)/uv pip sync --quiet --python $(CHECKOV_VENV)/bin/python requirements-checkov.lock
+	@touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
+
+# What CI's deploy workflow needs: the deployer CLI and its dependencies, nothing else.
+cli: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m sandbox.demo
@@ -47,6 +57,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml target-account/*.yaml
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -f template.yaml $(addprefix -f ,$(wildcard target-account/*.yaml))
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --framework github_actions -d .github/workflows
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region af-south-1
 	$(BIN)/python -m scripts.check_asl
 
@@ -68,4 +80,4 @@ build: $(SAM_VENV)/.installed
 	ls .aws-sam/build/DeployerLayer/python/pydantic_core/ | grep -q aarch64
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

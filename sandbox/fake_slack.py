@@ -3,6 +3,8 @@
 It records every message posted, every update to it, and every ephemeral reply, and
 ``GET /messages`` returns them as JSON. It checks the bot token like Slack does
 (``invalid_auth`` otherwise), so a missing or wrong secret fails here as it would there.
+``PUT /outage`` with ``{"channel": C}`` makes posts to that channel fail with HTTP 503, as
+during a Slack outage, until ``DELETE /outage``: how tests reach the notification DLQ.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class FakeSlack:
     bot_token: str
     team_id: str
     messages: list[dict[str, Any]] = field(default_factory=list)
+    outages: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -32,6 +35,8 @@ class FakeSlack:
         if request.method == "GET" and request.path == "/messages":
             with self._lock:
                 return _json(self.messages)
+        if request.path == "/outage" and request.method in ("PUT", "DELETE"):
+            return self._outage(request)
         if request.method == "POST" and request.path.startswith("/actions/"):
             return self._response_url(request)
         if request.method == "POST" and request.path.startswith("/api/"):
@@ -56,12 +61,15 @@ class FakeSlack:
             if method == "chat.postMessage":
                 if not params.get("channel"):
                     return _json({"ok": False, "error": "channel_not_found"})
+                if params["channel"] in self.outages:
+                    return _json({"ok": False, "error": "service_unavailable"}, status=503)
                 ts = f"{int(time.time())}.{next(self._counter):06d}"
                 message = {
                     "type": "message",
                     "channel": params["channel"],
                     "ts": ts,
                     "thread_ts": params.get("thread_ts"),
+                    "reply_broadcast": bool(params.get("reply_broadcast")),
                     "text": params.get("text", ""),
                     "blocks": params.get("blocks", []),
                     "updates": [],
@@ -76,6 +84,14 @@ class FakeSlack:
                 message["text"], message["blocks"] = params.get("text", ""), params.get("blocks", [])
                 return _json({"ok": True, "channel": message["channel"], "ts": message["ts"]})
         return _json({"ok": False, "error": "unknown_method"})
+
+    def _outage(self, request: Request) -> Response:
+        with self._lock:
+            if request.method == "DELETE":
+                self.outages.clear()
+            else:
+                self.outages.add(str((request.get_json(silent=True) or {}).get("channel", "")))
+            return _json({"outages": sorted(self.outages)})
 
     def _response_url(self, request: Request) -> Response:
         body = request.get_json(silent=True) or {}

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +67,12 @@ class Worker:
 
     @classmethod
     def start(cls, config: FunctionConfig, base_env: dict[str, str], log: IO[str]) -> Worker:
+        if not config.code_dir.is_dir():
+            # Lambda's answer for a package without the handler's module: a function whose code is not
+            # written yet still installs, and fails only when it runs.
+            module = config.handler.rpartition(".")[0]
+            message = f"Unable to import module '{module}': No module named '{module}'"
+            raise InitError({"errorType": "Runtime.ImportModuleError", "errorMessage": message})
         read_fd, write_fd = os.pipe()
         env = {
             **base_env,
@@ -152,6 +158,9 @@ class LambdaRuntime:
     invocations: list[dict[str, Any]] = field(default_factory=list)
     init_seconds: dict[str, list[float]] = field(default_factory=dict)
     _paused: set[str] = field(default_factory=set)
+    # Runs InvocationType=Event invocations with Lambda's asynchronous semantics (retries, on-failure
+    # destinations); sandbox.eventbridge_delivery's when the sandbox runs, else a plain thread.
+    async_invoke: Callable[[FunctionConfig, Any], object] | None = None
 
     @contextmanager
     def paused(self, function_name: str) -> Iterator[None]:
@@ -212,9 +221,14 @@ class LambdaRuntime:
                 self._idle.setdefault(config.name, []).append(worker)
             self._lock.notify_all()
 
-    def invoke(self, config: FunctionConfig, payload: Any) -> tuple[dict[str, Any], bool]:
-        """Run one invocation; returns (payload, errored) as Lambda would answer it."""
-        request_id = str(uuid.uuid4())
+    def invoke(
+        self, config: FunctionConfig, payload: Any, request_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Run one invocation; returns (payload, errored) as Lambda would answer it.
+
+        ``request_id`` is the context's ``aws_request_id``: new unless given, as the retries of an
+        asynchronous invocation keep theirs."""
+        request_id = request_id or str(uuid.uuid4())
         try:
             worker = self._checkout(config)
         except InitError as exc:
@@ -251,7 +265,10 @@ class LambdaRuntime:
         if invocation_type == "DryRun":
             return Response(status=204)
         if invocation_type == "Event":
-            threading.Thread(target=self.invoke, args=(config, payload), daemon=True).start()
+            if self.async_invoke is not None:
+                self.async_invoke(config, payload)
+            else:
+                threading.Thread(target=self.invoke, args=(config, payload), daemon=True).start()
             return Response(status=202)
         result, errored = self.invoke(config, payload)
         headers = {"X-Amz-Executed-Version": "$LATEST", "Content-Type": "application/json"}

@@ -5,7 +5,10 @@ Three HTTP endpoints on 127.0.0.1:
   its own module: Lambda invocations of our functions (``lambda_runtime``), S3 bucket
   ownership across accounts (``s3_ownership``) and names for unnamed executions
   (``sfn_names``). The state machine runs in moto's ASL interpreter
-  (``execute_state_machine``), which invokes Lambda through the same endpoint.
+  (``execute_state_machine``), which invokes Lambda through the same endpoint. Inside
+  moto, ``eventbridge_delivery`` delivers events to Lambda targets (with Lambda's
+  asynchronous retries and on-failure destinations) and puts Step Functions' execution
+  status changes on the default bus.
 - ``api``: the template's API Gateway routes (``api_gateway``), stage included.
 - ``slack``: a fake Slack (``fake_slack``) that the functions post to and that records
   every message.
@@ -43,6 +46,7 @@ from sandbox.accounts import (
 from sandbox.api_gateway import ApiGateway
 from sandbox.cloudwatch_metrics import DynamoDBMetrics
 from sandbox.dynamodb_replicas import DynamoDBReplicas
+from sandbox.eventbridge_delivery import EventBridgeDelivery
 from sandbox.fake_slack import FakeSlack
 from sandbox.faults import FaultInjector
 from sandbox.lambda_runtime import LambdaRuntime
@@ -122,6 +126,8 @@ class Sandbox:
     # moto 5.2.5 gaps, each emulated in its own module; pause()/resume() them for fault tests.
     s3_replication: S3Replication = field(default_factory=S3Replication)
     dynamodb_replicas: DynamoDBReplicas = field(default_factory=DynamoDBReplicas)
+    # EventBridge's Lambda targets, Lambda's async retries, Step Functions' status-change events.
+    eventbridge: EventBridgeDelivery = field(default_factory=EventBridgeDelivery)
     _servers: list[tuple[BaseWSGIServer, threading.Thread]] = field(default_factory=list)
     _own_log_dir: bool = False
 
@@ -161,6 +167,7 @@ class Sandbox:
         if self.log_dir is None:
             self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
+        self.eventbridge.start(self.runtime)
         self.s3_replication.start()
         self.faults.switched = {
             "s3_replication": self.s3_replication,
@@ -277,6 +284,7 @@ class Sandbox:
         }
 
     def stop(self) -> None:
+        self.eventbridge.stop()  # first, so no invocation starts a worker the runtime has stopped
         if self.runtime:
             self.runtime.stop()
         self.s3_replication.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -23,9 +24,9 @@ from deployer.models import DeploymentRequest, parse_event
 from deployer.records import RecordStore
 from deployer.spec import load_spec_file
 from deployer.specstore import SpecStore
+from deployer.views import TERMINAL, deployment_view
+from deployer_cli.signing import signed_request
 from sandbox.faults import FAULTS_PATH
-
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
 class StackNotFound(Exception):
@@ -217,69 +218,75 @@ def open_approval(stack: Stack, execution_arn: str, poll_seconds: float = 0.1) -
         time.sleep(poll_seconds)
 
 
-def approvals_of(stack: Stack, approval_id: str | None) -> list[dict[str, Any]]:
-    if not approval_id:
-        return []
-    return [
-        {"user": v.user_id, "name": v.name, "decision": v.decision, "at": v.at.isoformat()}
-        for v in stack.approvals.votes(approval_id)
-    ]
-
-
-def _rollback(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The rollback's criterion, actions and validation; None when nothing was rolled back."""
-    if "rollback" not in record:
-        return None
-    return {
-        "criterion": (record.get("decision") or {}).get("criterion"),
-        "actions": record.get("rollback", []),
-        "validation": record.get("rollbackValidation", []),
-        "countsBefore": record.get("countsBefore", {}),
-    }
-
-
 def summary(stack: Stack, execution_arn: str) -> dict[str, Any]:
     """The outcome of one deployment, as `deployer run --json` prints it."""
-    sfn = stack.client("stepfunctions")
-    description = sfn.describe_execution(executionArn=execution_arn)
+    description = stack.client("stepfunctions").describe_execution(executionArn=execution_arn)
     deployment_id = execution_arn.rsplit(":", 1)[1]
-    record = stack.records.get(deployment_id) or {}
+    record = stack.records.get(deployment_id)
+    approval_id = (record or {}).get("approvalId")
+    votes = stack.approvals.votes(approval_id) if approval_id else []
     events = history(stack, execution_arn)
     stop = description.get("stopDate")
-    plan = record.get("plan", {})
-    status = record.get("status") or description["status"]
-    if description["status"] in ("TIMED_OUT", "ABORTED"):
-        status = "FAILED"
     return {
-        "status": status,
-        "error": description.get("error") or record.get("error"),
-        "cause": record.get("cause"),
-        "environment": record.get("environment"),
-        "deploymentId": deployment_id,
-        "executionArn": execution_arn,
-        "executionStatus": description["status"],
-        "regions": record.get("regions", []),
-        "specVersion": record.get("specVersion"),
-        "specHash": record.get("specHash"),
-        "plan": {
-            "add": plan.get("add", 0),
-            "change": plan.get("change", 0),
-            "unchanged": plan.get("unchanged", 0),
-            "summary": plan.get("summary"),
-            "hash": plan.get("hash"),
-            "resources": plan.get("resources", []),
-        },
-        "mutatingCalls": record.get("mutatingCalls", 0),
-        "decision": record.get("decision"),
-        "rollback": _rollback(record),
-        "approvalId": record.get("approvalId"),
-        "approvals": approvals_of(stack, record.get("approvalId")),
-        "preflight": record.get("preflight", []),
-        "checks": [
-            c for group in [*record.get("regions", []), "replication"] for c in record.get("checks", {}).get(group, [])
-        ],
-        "scheduledFor": record.get("scheduledFor"),
-        "promotionOverride": record.get("promotionOverride"),
+        **deployment_view(deployment_id, record, description, votes),
         "stateTransitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
         "durationSeconds": round(((stop or datetime.now(UTC)) - description["startDate"]).total_seconds(), 3),
     }
+
+
+class ApiRefused(Exception):
+    """The deployments API answered with an error; the message is its own, with the fields it named."""
+
+
+def api_call(stack: Stack, method: str, path: str, body: Any = None) -> Any:
+    """One signed call to the stack's deployments API; its JSON answer, or ApiRefused."""
+    answer = signed_request(stack.session, method, stack.outputs["ApiUrl"].rstrip("/") + path, stack.region, body=body)
+    if answer.status >= 400:
+        detail = answer.body if isinstance(answer.body, dict) else {"message": str(answer.body)}
+        fields = "; ".join(f"{e['field']}: {e['message']}" for e in detail.get("errors", []))
+        raise ApiRefused(
+            f"{method} {path} answered {answer.status}: {detail.get('message')}" + (f" ({fields})" if fields else "")
+        )
+    return answer.body
+
+
+def push_commit_spec(stack: Stack, spec_dir: Path, environment: str, commit: str) -> str:
+    """Push the spec file as it is in ``commit`` (not the working tree); returns the full commit."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(  # noqa: S603 - fixed git arguments
+                ["git", *args],  # noqa: S607 - git from PATH, as the user runs it
+                cwd=spec_dir,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise StackNotFound(f"git {' '.join(args)} in {spec_dir}: {getattr(exc, 'stderr', '') or exc}") from None
+
+    full = git("rev-parse", "--verify", f"{commit}^{{commit}}").strip()
+    stack.specs.put(environment, git("show", f"{full}:./{environment}.yaml"), commit=full)
+    return full
+
+
+def api_wait(
+    stack: Stack,
+    deployment_id: str,
+    on_status: Callable[[str], None] | None = None,
+    poll_seconds: float = 1.0,
+    timeout_seconds: float = 4 * 3600,
+) -> dict[str, Any]:
+    """Follow a deployment through GET /deployments/{id} until its execution ends."""
+    deadline = time.monotonic() + timeout_seconds
+    last = None
+    while True:
+        view: dict[str, Any] = api_call(stack, "GET", f"/deployments/{deployment_id}")
+        if on_status is not None and view["status"] != last:
+            on_status(view["status"])
+            last = view["status"]
+        if view.get("executionStatus") in TERMINAL:
+            return view
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"deployment {deployment_id} still {view['status']} after {timeout_seconds}s")
+        time.sleep(poll_seconds)

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -95,7 +96,50 @@ def _deploy(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, 
             client.clear_faults(stack)
 
 
+def _run_via_api(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
+    """As CI does it: push the commit's spec, POST /deployments signed, follow GET /deployments/{id}."""
+    commit = client.push_commit_spec(stack, Path(args.spec_dir), args.env, args.commit)
+    body = {
+        k: v
+        for k, v in {
+            "environment": args.env,
+            "requestedBy": args.requested_by,
+            "changeTicket": args.change_ticket,
+            "specVersion": commit,
+            "clientToken": args.client_token or uuid.uuid4().hex,
+            "scheduledFor": args.at.isoformat() if getattr(args, "at", None) else None,
+            "dryRun": dry_run,
+            "promotionOverride": getattr(args, "promotion_override", None),
+        }.items()
+        if v is not None
+    }
+    started = client.api_call(stack, "POST", "/deployments", body)
+    verb = "started" if started["created"] else "already started by this client token"
+    _progress(args, f"deployment {started['deploymentId']} {verb}: {started['statusUrl']}")
+    clicks = [("approve", u) for u in getattr(args, "approve_as", None) or []]
+    clicks += [("reject", u) for u in getattr(args, "reject_as", None) or []]
+    if clicks and not dry_run:
+        _approve(args, stack, started["executionArn"], SandboxSlack.discover(stack.endpoint_url), clicks)
+    began = time.monotonic()
+    view = client.api_wait(
+        stack,
+        started["deploymentId"],
+        on_status=lambda status: _progress(args, f"  {time.monotonic() - began:6.2f}s  {status}"),
+        poll_seconds=args.poll_seconds,
+    )
+    return {**view, "stateTransitions": None, "durationSeconds": _duration(view)}
+
+
+def _duration(view: dict[str, Any]) -> float | None:
+    if not (view.get("startedAt") and view.get("finishedAt")):
+        return None
+    started, finished = (datetime.fromisoformat(view[k]) for k in ("startedAt", "finishedAt"))
+    return round((finished - started).total_seconds(), 3)
+
+
 def _run_deployment(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[str, Any]:
+    if getattr(args, "via_api", False):
+        return _run_via_api(args, stack, dry_run)
     rollback_to = getattr(args, "rollback_to", None)
     # A rollback deploys the target deployment's pinned spec; a deployment pushes the local file.
     version = None if rollback_to else client.push_spec(stack, Path(args.spec_dir), args.env)
@@ -154,10 +198,12 @@ def _approve(
 
 
 def _print_summary(result: dict[str, Any]) -> None:
+    transitions = result.get("stateTransitions")
     print(
         f"{result['environment']} deployment {result['deploymentId']}: {result['status']}"
         + (f" ({result['error']})" if result.get("error") else "")
-        + f" in {result['durationSeconds']}s, {result['stateTransitions']} state transitions"
+        + f" in {result['durationSeconds']}s"
+        + (f", {transitions} state transitions" if transitions is not None else "")
     )
     if result.get("cause"):
         print(f"  {result['cause']}")
@@ -190,6 +236,8 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "via_api", False) and (getattr(args, "inject", None) or args.time):
+        raise UsageError("--via-api is CI's path; --inject and --time are embedded-sandbox options")
     if args.aws and getattr(args, "inject", None):
         # Refused before anything is contacted: faults exist only in a sandbox.
         raise UsageError("--inject is for sandbox game days only; it is refused against real AWS")
@@ -318,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inject", metavar="FAULT", help="sandbox game day: make this fault happen (deployer faults)")
     run.add_argument("--at", type=timestamp, help="announce now, deploy at this ISO 8601 time (scheduledFor)")
     run.add_argument("--promotion-override", metavar="REASON", help="deploy a spec the promotion source never ran")
+    api = run.add_argument_group("through the deployments API, as CI does (SigV4-signed)")
+    api.add_argument("--via-api", action="store_true", help="start and follow the deployment through the API")
+    api.add_argument("--commit", default="HEAD", help="deploy the spec as it is in this git commit (default HEAD)")
+    api.add_argument("--client-token", help="idempotency token: a retry with the same token never deploys twice")
+    api.add_argument("--poll-seconds", type=float, default=2.0, help="how often to ask the API for the status")
     run.set_defaults(func=cmd_run)
 
     back = sub.add_parser(
@@ -371,7 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DeployerError, StackNotFound, ClicksUnavailable, UsageError, client.FaultsUnavailable) as exc:
+    except (
+        DeployerError,
+        StackNotFound,
+        ClicksUnavailable,
+        UsageError,
+        client.FaultsUnavailable,
+        client.ApiRefused,
+    ) as exc:
         print(f"deployer: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as exc:

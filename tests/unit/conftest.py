@@ -12,6 +12,7 @@ import yaml
 from moto import mock_aws
 
 from deployer.aws import TargetSession
+from deployer.observability import metrics
 from deployer.spec import EnvironmentSpec, parse_spec
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -50,6 +51,13 @@ def fake_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(autouse=True)
+def fresh_metrics() -> Iterator[None]:
+    """Powertools' metrics build up per invocation; domain code called without a handler is never flushed."""
+    yield
+    metrics.clear_metrics()
 
 
 @pytest.fixture

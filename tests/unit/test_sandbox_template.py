@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox.template import Resolver, TemplateError, _Loader, load_template
+from sandbox.template import NO_VALUE, Resolver, TemplateError, _Loader, dependency_order, depends_on, load_template
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = "my-stack"
@@ -208,7 +208,6 @@ def test_join_select_and_split() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "!If [IsProd, a, b]",
         "!FindInMap [Map, Key, Value]",
         "!ImportValue other-stack-output",
         "!Select [0, !GetAZs '']",
@@ -218,3 +217,215 @@ def test_join_select_and_split() -> None:
 def test_an_unsupported_intrinsic_is_an_error_never_passed_through(text: str) -> None:
     with pytest.raises(TemplateError, match="does not resolve Fn::"):
         _resolver().resolve(_load(text))
+
+
+def test_condition_functions_are_errors_outside_conditions() -> None:
+    # CloudFormation takes Fn::Equals and its kin only in Conditions (and Fn::If's first argument names one).
+    with pytest.raises(TemplateError, match="does not resolve Fn::Equals"):
+        _resolver().resolve(_load("{X: !Equals [a, a]}"))
+
+
+# --- Conditions -----------------------------------------------------------------------------------
+
+CONDITIONS = """
+Parameters:
+  AlarmEmail: {Type: String, Default: ""}
+  Repository: {Type: String, Default: ""}
+  ProviderArn: {Type: String, Default: ""}
+  Stage: {Type: String, Default: dev}
+  Replicas: {Type: Number, Default: 2}
+Conditions:
+  HasAlarmEmail: !Not [!Equals [!Ref AlarmEmail, ""]]
+  HasCiRole: !Not [!Equals [!Ref Repository, ""]]
+  CreateProvider: !And [!Condition HasCiRole, !Equals [!Ref ProviderArn, ""]]
+  IsProdOrSit: !Or [!Equals [!Ref Stage, prod], !Equals [!Ref Stage, sit]]
+  TwoReplicas: !Equals [2, !Ref Replicas]
+  StageIsAccount: !Equals [!Sub "${Stage}", !Join ["", [d, e, v]]]
+Resources: {}
+"""
+
+
+def test_conditions_evaluate_from_parameters_defaults_and_overrides() -> None:
+    # GIVEN the template's conditions with every parameter at its default
+    template = _load(CONDITIONS)
+    defaults = _resolver(template)
+
+    # THEN each condition has the value CloudFormation would give it
+    assert defaults.conditions == {
+        "HasAlarmEmail": False,
+        "HasCiRole": False,
+        "CreateProvider": False,
+        "IsProdOrSit": False,
+        "TwoReplicas": True,  # a number in the template equals the parameter's string "2"
+        "StageIsAccount": True,  # Fn::Equals compares resolved values: Sub and Join included
+    }
+
+    # WHEN parameters are overridden THEN the conditions follow, Condition references included
+    ci = _resolver(template, Repository="org/repo", Stage="prod")
+    assert ci.condition("HasCiRole") is True
+    assert ci.condition("CreateProvider") is True
+    assert ci.condition("IsProdOrSit") is True
+    existing = _resolver(template, Repository="org/repo", ProviderArn="arn:aws:iam::1:oidc-provider/x")
+    assert existing.condition("HasCiRole") is True
+    assert existing.condition("CreateProvider") is False
+
+
+def test_fn_if_picks_a_branch_and_no_value_removes_the_property_or_item() -> None:
+    # GIVEN a false and a true condition
+    template = _load(CONDITIONS)
+    resolver = _resolver(template, Repository="org/repo")
+    resolver.refs["Provider"] = "arn:aws:iam::123456789012:oidc-provider/github"
+    value = _load(
+        """
+        Federated: !If [CreateProvider, !Ref Provider, !Ref ProviderArn]
+        Email: !If [HasAlarmEmail, !Ref AlarmEmail, !Ref "AWS::NoValue"]
+        Actions: [a, !If [HasAlarmEmail, b, !Ref "AWS::NoValue"], c]
+        Nested: {Keep: x, Drop: !Ref "AWS::NoValue"}
+        """
+    )
+
+    # WHEN it resolves
+    resolved = resolver.resolve(value)
+
+    # THEN Fn::If took the true branch, and AWS::NoValue left out the property and the list item
+    assert resolved == {
+        "Federated": "arn:aws:iam::123456789012:oidc-provider/github",
+        "Actions": ["a", "c"],
+        "Nested": {"Keep": "x"},
+    }
+    assert resolver.resolve({"Ref": "AWS::NoValue"}) is NO_VALUE
+
+
+def test_fn_if_resolves_only_its_taken_branch() -> None:
+    # GIVEN an Fn::If whose untaken branch names a resource that is never created
+    resolver = _resolver(_load(CONDITIONS))
+
+    # THEN it resolves without that resource
+    assert resolver.resolve(_load("!If [CreateProvider, !Ref NeverCreated, fallback]")) == "fallback"
+
+
+def test_resources_and_outputs_with_a_false_condition_are_not_included() -> None:
+    resolver = _resolver(_load(CONDITIONS))
+
+    assert resolver.included({"Type": "AWS::IAM::Role"}) is True
+    assert resolver.included({"Type": "AWS::IAM::Role", "Condition": "HasCiRole"}) is False
+    assert resolver.included({"Value": "x", "Condition": "TwoReplicas"}) is True
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message"),
+    [
+        ("A: !Condition Missing", "Missing is not declared"),
+        ("A: !Condition B\n  B: !Not [!Condition A]", "circular condition"),
+        ("A: !Equals [a]", "Fn::Equals takes two values"),
+        ("A: !Not [!Equals [a, a], !Equals [b, b]]", "Fn::Not takes one condition"),
+        ("A: !And [!Equals [a, a]]", "Fn::And takes 2 to 10 conditions"),
+        ("A: !Or [!Equals [a, a]]", "Fn::Or takes 2 to 10 conditions"),
+        ("A: !Ref Stage", "is not a condition"),
+        ("A: !Equals [!FindInMap [M, K, V], x]", "does not resolve Fn::FindInMap"),
+    ],
+)
+def test_a_condition_that_cannot_be_evaluated_is_an_error_when_the_template_is_read(
+    conditions: str, message: str
+) -> None:
+    template = _load(
+        f"Parameters: {{Stage: {{Type: String, Default: dev}}}}\nConditions:\n  {conditions}\nResources: {{}}"
+    )
+
+    with pytest.raises(TemplateError, match=message):
+        _resolver(template)
+
+
+def test_fn_if_naming_an_undeclared_condition_is_an_error() -> None:
+    with pytest.raises(TemplateError, match="IsProd is not declared"):
+        _resolver().resolve(_load("!If [IsProd, a, b]"))
+
+
+def test_stack_id_is_a_pseudo_parameter_once_known() -> None:
+    with pytest.raises(TemplateError, match="AWS::StackId"):
+        _resolver().ref("AWS::StackId")
+    stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/0f6e2bd0"
+    resolver = Resolver({"Resources": {}}, STACK, REGION, ACCOUNT, stack_id=stack_id)
+    assert resolver.resolve({"Fn::Sub": "${AWS::StackId}"}) == stack_id
+
+
+# --- dependencies and install order ---------------------------------------------------------------
+
+
+def test_dependencies_are_the_resources_a_value_refers_to() -> None:
+    # GIVEN properties that name resources in every form, plus parameters and pseudo parameters
+    resolver = _resolver(_load(CONDITIONS), Repository="org/repo")
+    value = _load(
+        """
+        A: !Ref Table
+        B: !GetAtt Queue.Arn
+        C: !GetAtt [Topic, TopicArn]
+        D: !Sub "${Bucket.Arn}/x/${Api}/${AWS::Region}/${Stage}/${!Literal}"
+        E: !Sub ["${Name}", {Name: !Ref Function}]
+        F: [!Ref Stage, !Ref "AWS::AccountId"]
+        G: !If [CreateProvider, !Ref Provider, !Ref ProviderArn]
+        H: !If [HasAlarmEmail, !Ref NotTaken, plain]
+        I: {Nested: [{Deep: !Sub "${Alarm.Arn}"}]}
+        """
+    )
+
+    # THEN they are the resources it needs first: only Fn::If's taken branch counts
+    assert resolver.dependencies(value) == {
+        "Table",
+        "Queue",
+        "Topic",
+        "Bucket",
+        "Api",
+        "Function",
+        "Provider",
+        "Alarm",
+    }
+
+
+def test_depends_on_in_both_forms() -> None:
+    assert depends_on({"DependsOn": "A"}) == {"A"}
+    assert depends_on({"DependsOn": ["A", "B"]}) == {"A", "B"}
+    assert depends_on({}) == set()
+
+
+def test_dependency_order_puts_what_is_needed_first_and_keeps_template_order_otherwise() -> None:
+    # GIVEN resources in template order, some needing others declared after them
+    graph = {
+        "Function": {"Layer", "Table", "Role"},
+        "Layer": set(),
+        "StateMachine": {"Function", "LogGroup"},
+        "Table": set(),
+        "Rule": {"Function", "StateMachine"},
+        "LogGroup": set(),
+        "Role": {"ImplicitSamResource"},  # a name that is not a node is not waited for
+    }
+
+    # WHEN ordered
+    order = dependency_order(graph)
+
+    # THEN everything comes after what it needs, and independent ones keep their template order
+    assert order == ["Layer", "Table", "LogGroup", "Role", "Function", "StateMachine", "Rule"]
+
+
+def test_a_dependency_cycle_is_an_error() -> None:
+    with pytest.raises(TemplateError, match=r"circular dependency between resources: \['A', 'B'\]"):
+        dependency_order({"A": {"B"}, "B": {"A"}, "C": set()})
+
+
+def test_the_repository_template_reads_and_orders() -> None:
+    # GIVEN the real template, with its defaults
+    template = load_template(REPO / "template.yaml")
+    resolver = _resolver(template)
+
+    # THEN its conditions evaluate, and an order exists for the resources it includes
+    assert set(resolver.conditions) == set(template.get("Conditions", {}))
+    included = {lid: r for lid, r in template["Resources"].items() if resolver.included(r)}
+    # SAM function events become resources of their own (rules, permissions), so they are left out here.
+    graph = {
+        lid: resolver.dependencies({k: v for k, v in r.get("Properties", {}).items() if k != "Events"}) | depends_on(r)
+        for lid, r in included.items()
+    }
+    order = dependency_order(graph)
+    assert sorted(order) == sorted(included)
+    assert order.index("StateMachineLogGroup") < order.index("DeploymentStateMachine")
+    assert order.index("DeploymentStateMachine") < order.index("Dashboard")

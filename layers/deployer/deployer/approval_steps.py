@@ -17,9 +17,12 @@ from typing import Any
 from deployer import clock
 from deployer.approvals import Approval, ApprovalStore, deliver_decision
 from deployer.errors import ApprovalExpired, PlanChangedSinceApproval
+from deployer.events import APPROVAL_REQUESTED, publish
 from deployer.interactions import handle_interaction
 from deployer.models import ApprovalRequestEvent, DeploymentContext, DeploymentEvent, VerifyPlanEvent, parse_event
+from deployer.observability import record_approval_wait
 from deployer.plan import plan_environment
+from deployer.records import iso
 from deployer.slack import approval_blocks, decided_blocks, execution_console_url, reminder_text
 from deployer.tooling import Tooling
 
@@ -48,9 +51,34 @@ def request_approval(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     if approval.message_ts is None:
         blocks = approval_blocks(approval, [], execution_console_url(deployment.execution_arn))
         store.set_message(approval_id, tooling.slack.post(approval.channel, _title(approval), blocks))
+    _publish_requested(tooling, approval, deployment)
     if approval.status in ("APPROVED", "REJECTED"):
         deliver_decision(tooling.sfn, approval, store.votes(approval_id))
     return {"approvalId": approval_id, "status": approval.status}
+
+
+def _publish_requested(tooling: Tooling, approval: Approval, deployment: DeploymentContext) -> None:
+    # Once per approval, after its message is in Slack. The record keeps the event's id: a
+    # request retried after a failed publish still publishes, the reminder loop's token
+    # re-registrations do not. (A failure between publish and that write publishes twice.)
+    record = tooling.records.get(deployment.deployment_id) or {}
+    if record.get("approvalRequestedEventId"):
+        return
+    detail = {
+        "deploymentId": approval.deployment_id,
+        "executionArn": approval.execution_arn,
+        "environment": approval.environment,
+        "specVersion": deployment.spec_version,
+        "approvalId": approval.approval_id,
+        "required": approval.required,
+        "approvers": [a["name"] for a in approval.approvers],
+        "expiresAt": iso(approval.expires_at),
+        "planSummary": approval.plan_summary,
+        "requestedBy": approval.requested_by,
+        "changeTicket": approval.change_ticket,
+    }
+    event_id = publish(tooling.events, tooling.event_bus, APPROVAL_REQUESTED, detail)
+    tooling.records.update(deployment.deployment_id, clock.now(), {"approvalRequestedEventId": event_id})
 
 
 def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: str) -> Approval:
@@ -93,6 +121,8 @@ def approval_wait_elapsed(event: dict[str, Any], tooling: Tooling) -> dict[str, 
     if approval.status == "PENDING" and now >= approval.expires_at:
         expired_now = store.decide(approval_id, "EXPIRED", [], now)
         approval = _refresh(store, approval_id)  # a click may have decided it first
+        if expired_now:
+            record_approval_wait(approval.environment, (now - approval.created_at).total_seconds(), "expired")
         if expired_now and approval.message_ts:
             blocks = decided_blocks(approval, store.votes(approval_id))
             tooling.slack.update(approval.channel, approval.message_ts, f"Expired: {_title(approval)}", blocks)

@@ -89,3 +89,11 @@ class RollbackFailed(DeployerError):
     def __init__(self, message: str, actions: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.actions = list(actions)
+
+
+class EventPublishFailed(DeployerError):
+    """EventBridge refused an event the deployer published (a failed entry that is not worth retrying)."""
+
+
+class NotificationFailed(DeployerError):
+    """Slack did not take a notification; Lambda retries the event, then sends it to the dead-letter queue."""

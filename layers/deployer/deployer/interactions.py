@@ -27,6 +27,7 @@ from deployer.approvals import (
     deliver_decision,
     evaluate_click,
 )
+from deployer.observability import logger, record_approval_wait
 from deployer.slack import (
     REPLAY_WINDOW_SECONDS,
     Interaction,
@@ -101,6 +102,7 @@ def handle_interaction(event: dict[str, Any], ctx: InteractionContext) -> dict[s
         interaction, approval = _admit(event, ctx, now)
     except SlackRequestRejected as exc:
         return _response(exc.status, STATUS_OUTCOMES.get(exc.status, "refused"), exc.reason)
+    logger.set_correlation_id(approval.deployment_id)
     result = _click(interaction, approval, ctx, now)
     ctx.slack.respond(interaction.response_url, result.message)
     return _response(200, result.outcome, result.message)
@@ -134,6 +136,7 @@ def _click(interaction: Interaction, approval: Approval, ctx: InteractionContext
         current = ctx.store.get(approval.approval_id) or approval
         return evaluate_click(current, votes, interaction.user_id, interaction.action, now)
     decided = replace(approval, status=status, decided_by=deciders, decided_at=now)
+    record_approval_wait(approval.environment, (now - approval.created_at).total_seconds(), status.lower())
     deliver_decision(ctx.sfn, decided, votes)
     _update(ctx, interaction, decided, votes, decided_blocks(decided, votes))
     return result

@@ -18,20 +18,44 @@ class Event(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-class DeploymentRequest(Event):
-    """The execution input, as a person, CI or the CLI writes it."""
+class RequestFields(Event):
+    """What every way of starting a deployment asks for."""
 
     environment: Annotated[str, Field(pattern=ENVIRONMENT_NAME)]
     requested_by: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.@+:/ -]+$")]
     change_ticket: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     dry_run: bool = False
-    spec_version: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     # Announce now, deploy at this time (ISO 8601 with a UTC offset).
     scheduled_for: AwareDatetime | None = None
     # Deploy a spec the promotion source never ran; costs extra approvals, recorded as an override.
     promotion_override: Annotated[str, Field(min_length=10, max_length=500)] | None = None
+
+
+class DeploymentRequest(RequestFields):
+    """The execution input, as a person, CI or the CLI writes it."""
+
+    spec_version: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     # A manual rollback: deploy again exactly what this earlier successful deployment deployed.
     rollback_to: Annotated[str, Field(min_length=1, max_length=80)] | None = None
+    # Set by the deployments API: who called it, with which token, for which request.
+    origin: ApiOrigin | None = None
+
+
+class ApiOrigin(Event):
+    """How a deployment started through the API is told apart from a retry of it."""
+
+    client_token: str
+    # SHA-256 of the client's request as validated: the same token with another request is a conflict.
+    request_hash: str
+    caller: str
+    spec_commit: str
+
+
+class ApiDeploymentRequest(RequestFields):
+    """POST /deployments: CI names the spec by its commit and the attempt by a token it reuses on retry."""
+
+    spec_version: Annotated[str, Field(pattern=r"^[0-9a-f]{7,40}$", description="git commit of the spec")]
+    client_token: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class StartEvent(Event):

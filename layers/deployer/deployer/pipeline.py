@@ -7,8 +7,6 @@ import math
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
 from deployer import clock
 from deployer.aws import execution_history, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
@@ -25,7 +23,7 @@ from deployer.models import (
     StartEvent,
     parse_event,
 )
-from deployer.observability import metrics
+from deployer.observability import record_deployment_metrics, record_failed_checks, record_mutating_calls
 from deployer.plan import apply_region, plan_environment
 from deployer.preflight import run_preflight
 from deployer.promotion import promotion_check
@@ -105,6 +103,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "scheduledFor": schedule.scheduled_for if schedule else None,
             "promotionOverride": request.promotion_override,
             "rollbackTo": request.rollback_to,
+            "origin": request.origin.dump() if request.origin else None,
             "account": spec.account,
             "regions": context.regions,
             "input": start_event.input,
@@ -164,6 +163,7 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         checks = exc.checks
     checks.append(promotion)
     tooling.records.update(deployment.deployment_id, clock.now(), {"preflight": _checks(checks)})
+    record_failed_checks(deployment.environment, "preflight", checks)
     failed = [c.detail for c in checks if not c.passed]
     if failed:
         raise PreflightFailed("\n".join(failed), checks=checks)
@@ -199,7 +199,7 @@ def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         "apiCalls": target.log.as_dict(),
     }
     tooling.records.merge_region(deployment.deployment_id, "provisioned", region, result, target.log.mutating)
-    metrics.add_metric(name="MutatingCalls", unit=MetricUnit.Count, value=target.log.mutating)
+    record_mutating_calls(target.log.mutating)
     return {"region": region, "mutatingCalls": target.log.mutating}
 
 
@@ -211,7 +211,7 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     target = tooling.target_for(spec, deployment.deployment_id)
     results = validate_region(target, spec, region, deployment.deployment_id)
     tooling.records.merge_region(deployment.deployment_id, "checks", region, _checks(results))
-    metrics.add_metric(name="FailedChecks", unit=MetricUnit.Count, value=sum(1 for r in results if not r.passed))
+    record_failed_checks(deployment.environment, "validation", results)
     raise_if_failed(results)
     return {"region": region, "passed": len(results)}
 
@@ -232,7 +232,8 @@ def check_window(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Close the record with the outcome; returns the detail of the outcome event."""
     outcome = parse_event(OutcomeEvent, event)
-    fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(clock.now())}
+    finished_at = clock.now()
+    fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(finished_at)}
     if outcome.error:
         fields["error"] = outcome.error.error
         fields["cause"] = _cause_message(outcome.error.cause or "")
@@ -260,9 +261,10 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             record.get("rollbackValidation", []),
         )
         tooling.records.update(outcome.deployment_id, clock.now(), {"report": report})
-    metrics.add_dimension(name="environment", value=str(record.get("environment", "unknown")))
-    metric = "Deployments" + "".join(part.title() for part in outcome.status.split("_"))
-    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    # Only a validated environment names a metric dimension: a rejected input's is free text.
+    started_at = datetime.fromisoformat(record["startedAt"]) if record.get("startedAt") else finished_at
+    environment_name = outcome.deployment.environment if outcome.deployment else "unknown"
+    record_deployment_metrics(environment_name, outcome.status, (finished_at - started_at).total_seconds())
     return {
         "detailType": OUTCOME_DETAIL_TYPES[outcome.status],
         "deploymentId": outcome.deployment_id,

@@ -42,7 +42,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _deployment_key(deployment_id: str) -> dict[str, str]:
+def deployment_key(deployment_id: str) -> dict[str, str]:
     return {"pk": f"DEPLOYMENT#{deployment_id}", "sk": "RECORD"}
 
 
@@ -77,7 +77,7 @@ class RecordStore:
     def create(self, deployment_id: str, environment: str, started_at: datetime, fields: dict[str, Any]) -> None:
         """Create the record; a retried call for the same deployment keeps the first one."""
         item = {
-            **_deployment_key(deployment_id),
+            **deployment_key(deployment_id),
             "gsi1pk": f"ENV#{environment}",
             "gsi1sk": f"{iso(started_at)}#{deployment_id}",
             "deploymentId": deployment_id,
@@ -102,7 +102,7 @@ class RecordStore:
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
         with transient_errors():
             self.table.update_item(
-                Key=_deployment_key(deployment_id),
+                Key=deployment_key(deployment_id),
                 UpdateExpression=expression,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(values.values())},
@@ -113,7 +113,7 @@ class RecordStore:
         assert field in REGION_FIELDS
         with transient_errors():
             self.table.update_item(
-                Key=_deployment_key(deployment_id),
+                Key=deployment_key(deployment_id),
                 UpdateExpression="SET #f.#r = :v ADD mutatingCalls :n",
                 ExpressionAttributeNames={"#f": field, "#r": region},
                 ExpressionAttributeValues={":v": json.dumps(value, sort_keys=True), ":n": mutating_calls},
@@ -121,7 +121,7 @@ class RecordStore:
 
     def get(self, deployment_id: str) -> dict[str, Any] | None:
         with transient_errors():
-            item = self.table.get_item(Key=_deployment_key(deployment_id), ConsistentRead=True).get("Item")
+            item = self.table.get_item(Key=deployment_key(deployment_id), ConsistentRead=True).get("Item")
         return _decode(item) if item else None
 
     def history(self, environment: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 from deployer import clock
 from deployer.checks import raise_if_failed
 from deployer.models import DeploymentEvent, parse_event
+from deployer.observability import record_failed_checks
 from deployer.replication import apply_replication, verify_replication
 from deployer.tooling import Tooling
 
@@ -44,5 +45,6 @@ def verify(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     timeout = float(os.environ.get("REPLICATION_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
     results = verify_replication(target, spec, deployment.deployment_id, timeout, poll_seconds=min(5.0, timeout / 20))
     tooling.records.merge_region(deployment.deployment_id, "checks", "replication", [r.to_dict() for r in results])
+    record_failed_checks(deployment.environment, "replication", results)
     raise_if_failed(results)
     return {"passed": len(results)}

@@ -10,6 +10,7 @@ from deployer.checks import raise_if_failed
 from deployer.errors import RollbackFailed
 from deployer.incident import changed_resources, classify, decide, failed_checks
 from deployer.models import DeploymentContext, DeploymentEvent, FailureEvent, parse_event
+from deployer.observability import record_rollback
 from deployer.rollback import apply_rollback, count_data, plan_rollback, validate_rollback
 from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
@@ -29,6 +30,9 @@ def decide_rollback(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     findings = classify(failed_checks(record), failure.error.error, failure.error.cause, changed_resources(record))
     decision = decide(findings, spec.policy.rollback).to_dict()
     tooling.records.update(deployment.deployment_id, clock.now(), {"decision": decision})
+    if decision["response"] == "rollback":
+        # Counted as it starts (the state machine's next step publishes Rollback Started).
+        record_rollback(deployment.environment, decision["criterion"])
     return decision
 
 

@@ -44,12 +44,12 @@ SECTION_TEXT_LIMIT = 3000
 HEADER_LIMIT = 150
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     # Slack's mrkdwn control characters: without this a requester named "<!channel>" pings everyone.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -71,10 +71,10 @@ def _tally(approval: Approval, votes: list[Vote]) -> str:
 
 def _resource_line(resource: dict[str, Any]) -> str:
     changes = [str(c.get("field", c)) if isinstance(c, dict) else str(c) for c in resource.get("changes", [])]
-    changed = f" ({', '.join(_escape(c) for c in changes)})" if changes else ""
+    changed = f" ({', '.join(escape(c) for c in changes)})" if changes else ""
     return (
-        f"• `{_escape(str(resource.get('region', '?')))}` {_escape(str(resource.get('kind', '?')))} "
-        f"`{_escape(str(resource.get('name', '?')))}`: {_escape(str(resource.get('action', '?')))}{changed}"
+        f"• `{escape(str(resource.get('region', '?')))}` {escape(str(resource.get('kind', '?')))} "
+        f"`{escape(str(resource.get('name', '?')))}`: {escape(str(resource.get('action', '?')))}{changed}"
     )
 
 
@@ -93,18 +93,18 @@ def _resources_text(resources: list[dict[str, Any]]) -> str:
 def _context(approval: Approval, votes: list[Vote], console_url: str) -> list[Block]:
     expires = int(approval.expires_at.timestamp())
     fields = [
-        f"*Environment*\n{_escape(approval.environment)}",
-        f"*Requested by*\n{_escape(approval.requested_by)}",
-        f"*Change ticket*\n{_escape(approval.change_ticket) if approval.change_ticket else 'none'}",
-        f"*Deployment*\n`{_escape(approval.deployment_id)}`",
-        f"*Plan summary*\n{_escape(approval.plan_summary)}",
-        f"*Plan hash*\n`{_escape(approval.plan_hash)}`",
+        f"*Environment*\n{escape(approval.environment)}",
+        f"*Requested by*\n{escape(approval.requested_by)}",
+        f"*Change ticket*\n{escape(approval.change_ticket) if approval.change_ticket else 'none'}",
+        f"*Deployment*\n`{escape(approval.deployment_id)}`",
+        f"*Plan summary*\n{escape(approval.plan_summary)}",
+        f"*Plan hash*\n`{escape(approval.plan_hash)}`",
         f"*Approvals*\n{_tally(approval, votes)}",
         f"*Expires*\n<!date^{expires}^{{date_short_pretty}} {{time}}|{approval.expires_at.isoformat()}>",
     ]
     return [
-        SectionBlock(fields=[MarkdownTextObject(text=_clip(f, 2000)) for f in fields]),
-        SectionBlock(text=MarkdownTextObject(text=_clip(_resources_text(approval.plan_resources), SECTION_TEXT_LIMIT))),
+        SectionBlock(fields=[MarkdownTextObject(text=clip(f, 2000)) for f in fields]),
+        SectionBlock(text=MarkdownTextObject(text=clip(_resources_text(approval.plan_resources), SECTION_TEXT_LIMIT))),
         ContextBlock(
             elements=[MarkdownTextObject(text=f"<{console_url}|View the execution in the Step Functions console>")]
         ),
@@ -117,9 +117,9 @@ def _button(approval: Approval, decision: Decision) -> ButtonElement:
     if approval.confirm:
         confirm = ConfirmObject(
             title=f"{verb} this deployment?",
-            text=_clip(
-                f"{verb} the *{_escape(approval.environment)}* deployment requested by "
-                f"{_escape(approval.requested_by)} (plan `{_escape(approval.plan_hash)}`)?",
+            text=clip(
+                f"{verb} the *{escape(approval.environment)}* deployment requested by "
+                f"{escape(approval.requested_by)} (plan `{escape(approval.plan_hash)}`)?",
                 300,
             ),
             confirm=verb,
@@ -149,7 +149,7 @@ def summary_text(approval: Approval, votes: list[Vote]) -> str:
 def approval_blocks(approval: Approval, votes: list[Vote], console_url: str) -> list[dict[str, Any]]:
     """The approval request: what would change, who asked, who approved so far, and the buttons."""
     blocks: list[Block] = [
-        HeaderBlock(text=_clip(f"Approval needed: {approval.environment} deployment", HEADER_LIMIT)),
+        HeaderBlock(text=clip(f"Approval needed: {approval.environment} deployment", HEADER_LIMIT)),
         *_context(approval, votes, console_url),
         ActionsBlock(block_id="decision", elements=[_button(approval, "approve"), _button(approval, "reject")]),
     ]
@@ -172,7 +172,7 @@ def decided_blocks(approval: Approval, votes: list[Vote], console_url: str | Non
     else:
         raise ValueError(f"approval {approval.approval_id} is not decided yet")
     blocks: list[Block] = [
-        HeaderBlock(text=_clip(f"{approval.environment} deployment {header}", HEADER_LIMIT)),
+        HeaderBlock(text=clip(f"{approval.environment} deployment {header}", HEADER_LIMIT)),
         *_context(approval, votes, console_url or execution_console_url(approval.execution_arn)),
         SectionBlock(block_id="outcome", text=MarkdownTextObject(text=final)),
     ]
@@ -229,9 +229,23 @@ class Slack:
             self._client = WebClient(token=self.token, base_url=self.base_url, timeout=self.timeout)
         return self._client
 
-    def post(self, channel: str, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None) -> str:
-        """Post a message (in a thread when ``thread_ts`` is given) and return its ts."""
-        response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, thread_ts=thread_ts)
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]],
+        thread_ts: str | None = None,
+        reply_broadcast: bool = False,
+    ) -> str:
+        """Post a message (in a thread when ``thread_ts`` is given, also to the channel with ``reply_broadcast``).
+
+        Returns its ts. Slack's refusals (an error answer, HTTP 429 or 5xx) raise slack_sdk's SlackApiError.
+        """
+        # None is left out of the request, so a plain post sends what it always did.
+        broadcast = True if reply_broadcast and thread_ts else None
+        response = self.client.chat_postMessage(
+            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, reply_broadcast=broadcast
+        )
         return str(response["ts"])
 
     def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:

@@ -31,6 +31,10 @@ TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
 ATTRIBUTE_NAME = r"^[A-Za-z0-9_.-]{1,255}$"
 SLACK_USER_ID = r"^[UW][A-Z0-9]{2,20}$"
 SLACK_CHANNEL = r"^[CGD][A-Z0-9]{2,20}$"
+# Notifications may name a channel by id or by "#name" (chat.postMessage takes either).
+SLACK_CHANNEL_OR_NAME = r"^([CGD][A-Z0-9]{2,20}|#[a-z0-9_-]{1,80})$"
+# Who a failure mentions: users (U..., W...) or user groups (S..., mentioned as subteams).
+SLACK_MENTIONABLE = r"^[UWS][A-Z0-9]{2,20}$"
 TAG_KEY = r"^[\w .:/=+@-]{1,128}$"
 
 
@@ -296,6 +300,21 @@ class RollbackPolicy(Model):
         return {**RUNBOOK_CRITERIA, **value}
 
 
+class Notifications(Model):
+    """Where the pipeline's events are posted (one thread per deployment), and who a failure mentions."""
+
+    channel: Annotated[str, Field(pattern=SLACK_CHANNEL_OR_NAME)]
+    mention_on_failure: Annotated[list[Annotated[str, Field(pattern=SLACK_MENTIONABLE)]], Field(max_length=20)] = []
+
+    @field_validator("mention_on_failure")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        dupes = sorted({m for m in value if value.count(m) > 1})
+        if dupes:
+            raise ValueError(f"lists {', '.join(dupes)} more than once")
+        return value
+
+
 class Policy(Model):
     approvals: Approvals = Approvals()
     change_ticket: ChangeTicketPolicy = ChangeTicketPolicy()
@@ -306,6 +325,7 @@ class Policy(Model):
     minimum_notice_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 0
     promotion: Promotion | None = None
     rollback: RollbackPolicy = RollbackPolicy()
+    notifications: Notifications | None = None
 
     @model_validator(mode="after")
     def _lease_outlives_approval(self) -> Policy:
@@ -316,6 +336,13 @@ class Policy(Model):
                 f"({self.approvals.timeout_minutes:g}), so the lock outlives the wait for approval"
             )
         return self
+
+    def notification_channel(self) -> str | None:
+        """The channel of the environment's notifications: notifications.channel, else approvals.channel."""
+        return self.notifications.channel if self.notifications else self.approvals.channel
+
+    def mention_on_failure(self) -> list[str]:
+        return list(self.notifications.mention_on_failure) if self.notifications else []
 
 
 class Resources(Model):

@@ -41,6 +41,9 @@ class Tooling:
     slack_api_url: str = "https://slack.com/api/"
     # Slack's response_url for a click is only ever posted to under this prefix.
     slack_response_url_prefix: str = "https://hooks.slack.com/"
+    # The deployments API's: which state machine it starts, and its body limit.
+    state_machine_arn: str = ""
+    api_max_body_bytes: int = 16384
 
     @classmethod
     def from_environment(cls) -> Tooling:
@@ -55,6 +58,8 @@ class Tooling:
             slack_secret_arn=os.environ.get("SLACK_SECRET_ARN", ""),
             slack_api_url=os.environ.get("SLACK_API_URL", cls.slack_api_url),
             slack_response_url_prefix=os.environ.get("SLACK_RESPONSE_URL_PREFIX", cls.slack_response_url_prefix),
+            state_machine_arn=os.environ.get("STATE_MACHINE_ARN", ""),
+            api_max_body_bytes=int(os.environ.get("API_MAX_BODY_BYTES", str(cls.api_max_body_bytes))),
         )
 
     @cached_property
@@ -88,6 +93,11 @@ class Tooling:
     @cached_property
     def sfn(self) -> Any:
         return self.client("stepfunctions")
+
+    @cached_property
+    def events(self) -> Any:
+        """EventBridge, for the events a function publishes itself (the state machine publishes the rest)."""
+        return self.client("events")
 
     @cached_property
     def approvals(self) -> ApprovalStore:

@@ -1,0 +1,212 @@
+"""The deployments API (``openapi.yaml``): how CI starts deployments and follows them.
+
+Every route sits behind API Gateway's IAM (SigV4) auth, so the caller's identity is the
+one API Gateway verified. A start is idempotent by the client's token: the execution's
+name derives from it, and Step Functions refuses a second execution of that name, so a
+retried request can only ever find the first one. The request's hash travels in the
+execution input, which tells a retry (same request, 200) from a conflict (other request,
+409).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver, Response
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from deployer.aws import error_code, transient_errors
+from deployer.errors import SpecNotFound
+from deployer.models import ApiDeploymentRequest, ApiOrigin, DeploymentRequest
+from deployer.tooling import Tooling
+from deployer.views import deployment_view, history_item
+
+EXECUTION_PREFIX = "api-"
+DEPLOYMENT_ID = r"[A-Za-z0-9_.-]{1,80}"
+HISTORY_LIMIT_MAX = 100
+
+
+@dataclass
+class ApiError(Exception):
+    """An answer other than success: its status, message and the offending fields."""
+
+    status: int
+    message: str
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def response(self) -> Response[str]:
+        body: dict[str, Any] = {"message": self.message}
+        if self.errors:
+            body["errors"] = self.errors
+        return _json(self.status, body)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(status, "application/json", json.dumps(body), headers)
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """One entry per offending field, named by its JSON path in the request."""
+    return [
+        {"field": ".".join(str(part) for part in error["loc"]) or "(body)", "message": error["msg"]}
+        for error in exc.errors()
+    ]
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+
+def request_hash(request: ApiDeploymentRequest) -> str:
+    return hashlib.sha256(json.dumps(request.dump(), sort_keys=True).encode()).hexdigest()
+
+
+def _describe(sfn: Any, arn: str) -> dict[str, Any] | None:
+    try:
+        with transient_errors():
+            return dict(sfn.describe_execution(executionArn=arn))
+    except ClientError as exc:
+        if error_code(exc) == "ExecutionDoesNotExist":
+            return None
+        raise
+
+
+def _known_environment(tooling: Tooling, environment: str) -> None:
+    known = tooling.specs.environments()
+    if environment not in known:
+        raise ApiError(404, f"no environment {environment!r}: known environments are {', '.join(known) or 'none'}")
+
+
+def parse_request(raw: bytes, limit: int) -> ApiDeploymentRequest:
+    """The POST body as a validated request, or an ApiError saying exactly what is wrong."""
+    if len(raw) > limit:
+        raise ApiError(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
+    try:
+        body = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        return ApiDeploymentRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid deployment request", field_errors(exc)) from None
+
+
+def start_deployment(tooling: Tooling, request: ApiDeploymentRequest, caller: str) -> tuple[int, dict[str, Any]]:
+    """Start the request's execution, or find the one an earlier try of it started.
+
+    Returns 202 and the new deployment, or 200 and the existing one; a token already
+    used for another request is a 409.
+    """
+    _known_environment(tooling, request.environment)
+    try:
+        commit, version = tooling.specs.resolve_commit(request.environment, request.spec_version)
+    except SpecNotFound as exc:
+        raise ApiError(400, "invalid deployment request", [{"field": "specVersion", "message": str(exc)}]) from None
+    fingerprint = request_hash(request)
+    name = EXECUTION_PREFIX + request.client_token
+    arn = execution_arn(tooling.state_machine_arn, name)
+    execution_input = DeploymentRequest(
+        **request.model_dump(exclude={"spec_version", "client_token"}),
+        spec_version=version,
+        origin=ApiOrigin(
+            client_token=request.client_token, request_hash=fingerprint, caller=caller, spec_commit=commit
+        ),
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Two tries racing: the loser's StartExecution fails, and it then finds the winner's.
+    for _ in range(2):
+        existing = _describe(tooling.sfn, arn)
+        if existing is not None:
+            origin = json.loads(existing.get("input") or "{}").get("origin") or {}
+            if origin.get("requestHash") != fingerprint:
+                raise ApiError(
+                    409,
+                    f"clientToken {request.client_token!r} was already used for another request "
+                    f"(deployment {name}); use a new token for a new deployment",
+                )
+            return 200, {"deploymentId": name, "executionArn": arn, "status": existing["status"], "created": False}
+        try:
+            with transient_errors():
+                tooling.sfn.start_execution(
+                    stateMachineArn=tooling.state_machine_arn, name=name, input=json.dumps(execution_input)
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ExecutionAlreadyExists":
+                raise
+            continue
+        return 202, {"deploymentId": name, "executionArn": arn, "status": "RUNNING", "created": True}
+    raise ApiError(409, f"deployment {name} is being started by a concurrent request; retry")
+
+
+def get_deployment(tooling: Tooling, deployment_id: str) -> dict[str, Any]:
+    if re.fullmatch(DEPLOYMENT_ID, deployment_id) is None:
+        raise ApiError(400, "invalid deployment id", [{"field": "id", "message": f"must match ^{DEPLOYMENT_ID}$"}])
+    record = tooling.records.get(deployment_id)
+    execution = _describe(tooling.sfn, execution_arn(tooling.state_machine_arn, deployment_id))
+    if record is None and execution is None:
+        raise ApiError(404, f"no deployment {deployment_id}")
+    approval_id = (record or {}).get("approvalId")
+    votes = tooling.approvals.votes(approval_id) if approval_id else []
+    return deployment_view(deployment_id, record, execution, votes)
+
+
+def list_deployments(tooling: Tooling, environment: str | None, limit: str | None) -> dict[str, Any]:
+    errors = []
+    if not environment:
+        errors.append({"field": "environment", "message": "is required"})
+    count = 20
+    if limit is not None:
+        count = int(limit) if limit.isdigit() else 0
+        if not 1 <= count <= HISTORY_LIMIT_MAX:
+            errors.append({"field": "limit", "message": f"must be a whole number from 1 to {HISTORY_LIMIT_MAX}"})
+    if errors:
+        raise ApiError(400, "invalid query", errors)
+    assert environment is not None
+    _known_environment(tooling, environment)
+    records = tooling.records.history(environment, count)
+    return {"environment": environment, "deployments": [history_item(r) for r in records]}
+
+
+def build_api(tooling: Tooling) -> APIGatewayRestResolver:
+    """The API's routes, bound to the tooling account's stores and clients."""
+    app = APIGatewayRestResolver()
+
+    @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
+    def refuse(error: ApiError) -> Response[str]:
+        return error.response()
+
+    @app.post("/deployments")
+    def post_deployment() -> Response[str]:
+        event = app.current_event
+        raw = event.body or ""
+        body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+        request = parse_request(body, tooling.api_max_body_bytes)
+        caller = event.request_context.identity.user_arn or "unknown"
+        status, answer = start_deployment(tooling, request, caller)
+        url = _status_url(event.raw_event, answer["deploymentId"])
+        return _json(status, {**answer, "statusUrl": url}, {"Location": url})
+
+    @app.get("/deployments/<deployment_id>")
+    def get_one(deployment_id: str) -> Response[str]:
+        return _json(200, get_deployment(tooling, deployment_id))
+
+    @app.get("/deployments")
+    def get_many() -> Response[str]:
+        query = app.current_event.query_string_parameters or {}
+        return _json(200, list_deployments(tooling, query.get("environment"), query.get("limit")))
+
+    return app
+
+
+def _status_url(event: dict[str, Any], deployment_id: str) -> str:
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    context = event.get("requestContext") or {}
+    scheme = headers.get("x-forwarded-proto", "https")
+    return f"{scheme}://{context.get('domainName', '')}/{context.get('stage', '')}/deployments/{deployment_id}"

@@ -1,0 +1,258 @@
+"""The deployments API's routes, over moto: idempotent starts, conflicts and precise refusals."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from deployer.deployments_api import build_api
+from deployer.models import ApiDeploymentRequest
+from deployer.resources import WaitConfig
+from deployer.specstore import SpecStore
+from deployer.tooling import Tooling
+from tests.unit.conftest import records_table
+
+EVENT = json.loads((Path(__file__).parents[2] / "events" / "api_post_deployment.json").read_text())
+REPO = Path(__file__).parents[2]
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SPECS_BUCKET = "bbws-deployer-specs"
+TRIVIAL_MACHINE = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
+
+
+@pytest.fixture
+def tooling(aws: None) -> Tooling:
+    table = records_table()
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=SPECS_BUCKET)
+    s3.put_bucket_versioning(Bucket=SPECS_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    specs = SpecStore(s3, SPECS_BUCKET)
+    for environment in ("dev", "sit"):
+        specs.put(environment, (REPO / "environments" / f"{environment}.yaml").read_text(), commit=COMMIT)
+    role = boto3.client("iam").create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    machine = boto3.client("stepfunctions", region_name="us-east-1").create_state_machine(
+        name="bbws-deployer-deployment", definition=TRIVIAL_MACHINE, roleArn=role
+    )
+    return Tooling(
+        records_table=table.name,
+        specs_bucket=SPECS_BUCKET,
+        event_bus="",
+        wait=WaitConfig(delay_seconds=0, max_attempts=1),
+        state_machine_arn=machine["stateMachineArn"],
+        api_max_body_bytes=2048,
+    )
+
+
+def call(tooling: Tooling, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+    event = copy.deepcopy(EVENT)
+    event.update(httpMethod=method, path=path, queryStringParameters=query)
+    if body is not None:
+        event["body"] = body if isinstance(body, str) else json.dumps(body)
+    elif method == "GET":
+        event["body"] = None
+    response = build_api(tooling).resolve(event, None)  # type: ignore[arg-type]
+    response["json"] = json.loads(response["body"])
+    return response
+
+
+def request(**changes: Any) -> dict[str, Any]:
+    body = {"environment": "dev", "requestedBy": "ci:octo-org/bbws", "specVersion": COMMIT, "clientToken": "run-42"}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def test_a_new_token_starts_one_execution_named_after_it(tooling: Tooling) -> None:
+    # WHEN CI posts a deployment request
+    response = call(tooling, "POST", "/deployments", request())
+
+    # THEN it is accepted, with where to follow it
+    assert response["statusCode"] == 202
+    answer = response["json"]
+    assert answer["deploymentId"] == "api-run-42"
+    assert answer["created"] is True
+    assert answer["statusUrl"] == "https://abc123.execute-api.af-south-1.amazonaws.com/v1/deployments/api-run-42"
+    assert response["multiValueHeaders"]["Location"] == [answer["statusUrl"]]
+    # AND the execution pins the spec version pushed for the commit, and says who asked
+    execution = tooling.sfn.describe_execution(executionArn=answer["executionArn"])
+    given = json.loads(execution["input"])
+    _, version = tooling.specs.resolve_commit("dev", COMMIT)
+    assert given["specVersion"] == version
+    assert given["origin"]["specCommit"] == COMMIT
+    assert given["origin"]["caller"] == EVENT["requestContext"]["identity"]["userArn"]
+    assert given["origin"]["clientToken"] == "run-42"
+
+
+def test_a_retry_with_the_same_token_and_body_finds_the_same_execution(tooling: Tooling) -> None:
+    first = call(tooling, "POST", "/deployments", request())
+    retry = call(tooling, "POST", "/deployments", request(specVersion=COMMIT))
+
+    assert retry["statusCode"] == 200
+    assert retry["json"]["executionArn"] == first["json"]["executionArn"]
+    assert retry["json"]["created"] is False
+    executions = tooling.sfn.list_executions(stateMachineArn=tooling.state_machine_arn)["executions"]
+    assert len(executions) == 1
+
+
+def test_the_same_token_with_another_body_is_a_conflict(tooling: Tooling) -> None:
+    call(tooling, "POST", "/deployments", request())
+
+    response = call(tooling, "POST", "/deployments", request(environment="sit"))
+
+    assert response["statusCode"] == 409
+    assert "run-42" in response["json"]["message"]
+    assert "api-run-42" in response["json"]["message"]
+    executions = tooling.sfn.list_executions(stateMachineArn=tooling.state_machine_arn)["executions"]
+    assert len(executions) == 1
+
+
+def test_bad_fields_are_named_and_nothing_starts(tooling: Tooling) -> None:
+    response = call(
+        tooling,
+        "POST",
+        "/deployments",
+        request(environment="DEV!", specVersion="main", clientToken="has space", requestedBy=None, extra=1),
+    )
+
+    assert response["statusCode"] == 400
+    fields = {e["field"] for e in response["json"]["errors"]}
+    assert fields == {"environment", "specVersion", "clientToken", "requestedBy", "extra"}
+    assert tooling.sfn.list_executions(stateMachineArn=tooling.state_machine_arn)["executions"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [("not json", "not JSON"), ("[1, 2]", "JSON object"), ("", "JSON object")],
+)
+def test_a_body_that_is_not_a_json_object_is_refused(tooling: Tooling, body: str, message: str) -> None:
+    response = call(tooling, "POST", "/deployments", body)
+
+    assert response["statusCode"] == 400
+    assert message in response["json"]["message"]
+
+
+def test_an_unknown_environment_is_404_naming_the_known_ones(tooling: Tooling) -> None:
+    response = call(tooling, "POST", "/deployments", request(environment="qa"))
+
+    assert response["statusCode"] == 404
+    assert response["json"]["message"] == "no environment 'qa': known environments are dev, sit"
+
+
+def test_a_commit_never_pushed_is_a_field_error(tooling: Tooling) -> None:
+    response = call(tooling, "POST", "/deployments", request(specVersion="fedcba9"))
+
+    assert response["statusCode"] == 400
+    assert response["json"]["errors"][0]["field"] == "specVersion"
+    assert "fedcba9" in response["json"]["errors"][0]["message"]
+
+
+def test_an_abbreviated_commit_resolves_to_the_full_one(tooling: Tooling) -> None:
+    response = call(tooling, "POST", "/deployments", request(specVersion=COMMIT[:7]))
+
+    execution = tooling.sfn.describe_execution(executionArn=response["json"]["executionArn"])
+    assert json.loads(execution["input"])["origin"]["specCommit"] == COMMIT
+
+
+def test_a_body_over_the_limit_is_413(tooling: Tooling) -> None:
+    response = call(tooling, "POST", "/deployments", request(changeTicket="x" * 3000))
+
+    assert response["statusCode"] == 413
+    assert "limit is 2048" in response["json"]["message"]
+
+
+def test_a_base64_body_is_decoded(tooling: Tooling) -> None:
+    event_body = base64.b64encode(json.dumps(request()).encode()).decode()
+    event = {**copy.deepcopy(EVENT), "body": event_body, "isBase64Encoded": True}
+
+    response = build_api(tooling).resolve(event, None)  # type: ignore[arg-type]
+
+    assert response["statusCode"] == 202
+
+
+def test_get_by_id_reports_a_started_deployment_before_its_record_exists(tooling: Tooling) -> None:
+    started = call(tooling, "POST", "/deployments", request())["json"]
+
+    response = call(tooling, "GET", f"/deployments/{started['deploymentId']}")
+
+    assert response["statusCode"] == 200
+    view = response["json"]
+    assert view["deploymentId"] == "api-run-42"
+    assert view["executionArn"] == started["executionArn"]
+    assert view["status"] in ("RUNNING", "SUCCEEDED")
+    assert view["startedAt"] is not None
+
+
+def test_get_by_id_reads_the_record(tooling: Tooling) -> None:
+    plan = {"add": 2, "change": 0, "unchanged": 0, "hash": "h", "summary": "2 to add"}
+    tooling.records.create(
+        "dev-1", "dev", datetime(2026, 11, 27, 9, tzinfo=UTC), {"requestedBy": "alice", "plan": plan}
+    )
+    tooling.records.update(
+        "dev-1", datetime(2026, 11, 27, 9, 5, tzinfo=UTC), {"status": "SUCCEEDED", "finishedAt": "2026-11-27T09:05:00Z"}
+    )
+
+    view = call(tooling, "GET", "/deployments/dev-1")["json"]
+
+    assert view["status"] == "SUCCEEDED"
+    assert view["plan"]["add"] == 2
+    assert view["plan"]["summary"] == "2 to add"
+    assert view["requestedBy"] == "alice"
+    assert view["startedAt"] == "2026-11-27T09:00:00.000Z"
+    assert view["finishedAt"] == "2026-11-27T09:05:00Z"
+
+
+def test_get_an_unknown_id_is_404_and_a_malformed_one_400(tooling: Tooling) -> None:
+    assert call(tooling, "GET", "/deployments/dev-nope")["statusCode"] == 404
+    assert call(tooling, "GET", "/deployments/bad$id")["statusCode"] == 400
+
+
+def test_list_by_environment_newest_first(tooling: Tooling) -> None:
+    for hour, name in ((8, "dev-a"), (9, "dev-b")):
+        tooling.records.create(name, "dev", datetime(2026, 11, 27, hour, tzinfo=UTC), {"requestedBy": "bob"})
+
+    response = call(tooling, "GET", "/deployments", query={"environment": "dev", "limit": "5"})
+
+    assert response["statusCode"] == 200
+    assert [d["deploymentId"] for d in response["json"]["deployments"]] == ["dev-b", "dev-a"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "fields"),
+    [
+        (None, 400, {"environment"}),
+        ({"environment": "dev", "limit": "0"}, 400, {"limit"}),
+        ({"environment": "dev", "limit": "ten"}, 400, {"limit"}),
+        ({"environment": "qa"}, 404, set()),
+    ],
+)
+def test_list_refuses_bad_queries(tooling: Tooling, query: Any, status: int, fields: set[str]) -> None:
+    response = call(tooling, "GET", "/deployments", query=query)
+
+    assert response["statusCode"] == status
+    assert {e["field"] for e in response["json"].get("errors", [])} == fields
+
+
+def _constraints(schema: dict[str, Any]) -> dict[str, Any]:
+    """A property's type and limits, whether nullable is spelled OpenAPI 3.0's way or JSON Schema's."""
+    options = schema.get("anyOf", [schema])
+    main = next(o for o in options if o.get("type") != "null")
+    keys = ("type", "pattern", "minLength", "maxLength", "format")
+    return {k: main[k] for k in keys if k in main} | {"nullable": schema.get("nullable", len(options) > 1)}
+
+
+def test_the_openapi_document_describes_exactly_the_model_the_api_validates_with() -> None:
+    document = yaml.safe_load((REPO / "openapi.yaml").read_text())
+    declared = document["components"]["schemas"]["DeploymentRequest"]
+    model = ApiDeploymentRequest.model_json_schema(by_alias=True)
+
+    assert set(declared["required"]) == set(model["required"])
+    assert declared["additionalProperties"] is False
+    assert {n: _constraints(p) for n, p in declared["properties"].items()} == {
+        n: _constraints(p) for n, p in model["properties"].items()
+    }
