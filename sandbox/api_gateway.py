@@ -56,11 +56,10 @@ class Route:
 class ApiGateway:
     runtime: LambdaRuntime
     account: str
+    # The API's region, which SigV4 credentials must be scoped to.
+    region: str
     stage: str = "v1"
     routes: list[Route] = field(default_factory=list)
-    # The API's region, which SigV4 credentials must be scoped to. Empty: the region the
-    # runtime gives its functions (AWS_REGION), which is the API's own region.
-    region: str = ""
     verifier: SigV4Verifier | None = None
 
     def add_route(self, route: Route) -> None:
@@ -73,9 +72,7 @@ class ApiGateway:
 
     def _authenticate(self, request: Request) -> Identity:
         if self.verifier is None:
-            region = self.region or self.runtime.base_env.get("AWS_REGION", "")
-            assert region, "the sandbox's API needs its region to check SigV4 signatures"
-            self.verifier = SigV4Verifier(region)
+            self.verifier = SigV4Verifier(self.region)
         return self.verifier.verify(request)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:

@@ -56,14 +56,14 @@ def deploy(stack: Stack, label: str, env: str = "dev", **options: object) -> dic
 
 
 def show_slack(sandbox: Sandbox, channel: str) -> None:
-    """The approval as the fake Slack recorded it: the request, and what it became."""
+    """What the fake Slack recorded in a channel: notifications, and approvals with what they became."""
     for message in sandbox.slack.messages:
         if message.get("channel") != channel:
             continue
         first = message["updates"][0]["text"] if message["updates"] else message["text"]
-        print(f"  posted : {first}")
+        print(f"  {'  reply' if message.get('thread_ts') else 'posted '} : {first}")
         if message["updates"]:
-            print(f"  now    : {message['text']}")
+            print(f"  now     : {message['text']}")
 
 
 def run() -> int:
@@ -78,6 +78,10 @@ def run() -> int:
         _section("what is now in the DEV account (536580886816)")
         show_dev_account(sandbox)
         second = deploy(stack, "the same deployment again: nothing to change")
+        # Notifications travel EventBridge -> notify function -> Slack asynchronously, as on AWS.
+        sandbox.eventbridge.drain(30)
+        _section("Slack notifications of both DEV deployments (fake Slack, channel #bbws-deploy-dev)")
+        show_slack(sandbox, "#bbws-deploy-dev")
         sit = deploy(
             stack,
             "SIT deployment (runbook section 5): approved in Slack by sit-lead",

@@ -185,7 +185,7 @@ class Sandbox:
         self._serve(aws, self.port, MotoRequestHandler)
         # moto's ASL interpreter calls Lambda and the SDK integrations on this port.
         os.environ["MOTO_PORT"] = str(self._servers[0][0].server_port)
-        api = ApiGateway(self.runtime, TOOLING_ACCOUNT)
+        api = ApiGateway(self.runtime, TOOLING_ACCOUNT, self.region)
         self._serve(api, 0)
         self._serve(self.slack, 0)
         self.runtime.base_env.update(self._function_env())

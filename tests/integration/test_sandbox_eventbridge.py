@@ -640,7 +640,7 @@ def test_a_stack_with_its_conditions_true_installs_the_conditional_resources(san
         account=TOOLING_ACCOUNT,
         stack_name="ci-stack",
         runtime=sandbox.runtime,
-        api=ApiGateway(sandbox.runtime, TOOLING_ACCOUNT),
+        api=ApiGateway(sandbox.runtime, TOOLING_ACCOUNT, sandbox.region),
         parameters={"GitHubRepository": "bbws/deployer", "AlarmEmail": "ops@example.com"},
     )
     outputs = installer.install()
