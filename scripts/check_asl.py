@@ -3,7 +3,7 @@
 1. Every ``${Placeholder}`` in the ASL has a DefinitionSubstitutions entry, and every
    entry is used.
 2. Every Task retries (transient errors) and is caught (cleanup): a Task inside a Map or
-   Parallel may leave the Catch to its enclosing state.
+   Parallel may leave the Catch to an enclosing state.
 3. asl-validator accepts the definition with the substitutions applied.
 """
 
@@ -41,7 +41,7 @@ def task_problems(states: dict[str, Any], where: str, caught_by_parent: bool) ->
                 problems.append(f"{where}{name}: Task has no Catch")
         nested = [state["ItemProcessor"]] if state["Type"] == "Map" else state.get("Branches", [])
         for inner in nested:
-            problems += task_problems(inner["States"], f"{where}{name}/", bool(state.get("Catch")))
+            problems += task_problems(inner["States"], f"{where}{name}/", caught_by_parent or bool(state.get("Catch")))
     return problems
 
 

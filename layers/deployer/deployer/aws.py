@@ -8,8 +8,10 @@ which endpoint it talks to.
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,20 +52,23 @@ def retry_config() -> Config:
 
 @dataclass
 class CallLog:
-    """Counts every AWS API call made through clients it is attached to."""
+    """Counts every AWS API call made through clients it is attached to (from any thread)."""
 
     calls: Counter[str] = field(default_factory=Counter)
     # Calls botocore had to retry (throttling, 5xx, dropped connections) before they succeeded or gave up.
     retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def attach(self, client: BaseClient) -> BaseClient:
         service = client.meta.service_model.service_name
 
         def count(model: Any, **_: Any) -> None:
-            self.calls[f"{service}:{model.name}"] += 1
+            with self._lock:
+                self.calls[f"{service}:{model.name}"] += 1
 
         def retried(parsed: dict[str, Any], **_: Any) -> None:
-            self.retries += int(parsed.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+            with self._lock:
+                self.retries += int(parsed.get("ResponseMetadata", {}).get("RetryAttempts", 0))
 
         client.meta.events.register("before-call.*.*", count)
         client.meta.events.register("after-call.*.*", retried)
@@ -85,14 +90,30 @@ class TargetSession:
     account: str
     log: CallLog = field(default_factory=CallLog)
     _clients: dict[tuple[str, str], BaseClient] = field(default_factory=dict)
+    # Clients are thread-safe once made, but a boto3 Session must not make two at once.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
-        if key not in self._clients:
-            self._clients[key] = self.log.attach(
-                self.session.client(service, region_name=region, config=retry_config())  # type: ignore[call-overload]
-            )
-        return self._clients[key]
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = self.log.attach(
+                    self.session.client(service, region_name=region, config=retry_config())  # type: ignore[call-overload]
+                )
+            return self._clients[key]
+
+
+def fan_out[T, R](work: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """``work`` on every item, up to ``workers`` at a time; results in the items' order.
+
+    AWS calls spend their time waiting (on the network, on a table becoming ACTIVE), so
+    threads make a batch of resources take as long as its slowest one, not their sum.
+    The first exception raised is re-raised once every started item has finished.
+    """
+    if workers <= 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(work, items))
 
 
 def assume_role(sts: Any, role_arn: str, session_name: str) -> TargetSession:

@@ -12,7 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from deployer import clock
-from deployer.aws import TargetSession, error_code, transient_errors
+from deployer.aws import TargetSession, error_code, fan_out, transient_errors
 from deployer.errors import ValidationFailed
 from deployer.spec import Bucket, EnvironmentSpec, Table
 
@@ -45,26 +45,36 @@ def run_check(name: str, region: str, resource: str, check: Check) -> CheckResul
     return CheckResult(name, region, resource, passed, detail)
 
 
-def validate_region(target: TargetSession, spec: EnvironmentSpec, region: str, marker: str) -> list[CheckResult]:
-    """Run every post-deployment check for the resources the spec places in ``region``.
+def validate_region(
+    target: TargetSession, spec: EnvironmentSpec, region: str, marker: str, *, shard: int = 0, of: int = 1
+) -> list[CheckResult]:
+    """Run every post-deployment check for the resources the spec places in ``region`` (one shard of them).
 
     ``marker`` (e.g. the deployment id) names the test object and item, so concurrent or
-    leftover validations are told apart.
+    leftover validations are told apart. Resources are checked side by side, each one's
+    checks in order.
     """
     s3 = target.client("s3", region)
     ddb = target.client("dynamodb", region)
+    cloudwatch = target.client("cloudwatch", region)
     threshold_ms = spec.policy.rollback.latency_threshold_ms
-    results = []
-    for bucket in spec.buckets_in(region):
-        for name, check in _bucket_checks(s3, bucket, spec.tags_for(bucket), target.account, marker):
-            results.extend(_timed(target, name, region, bucket.name, check, threshold_ms=threshold_ms))
-    for table in spec.tables_in(region):
-        for name, check in _table_checks(ddb, table, spec.tags_for(table), marker):
-            results.extend(_timed(target, name, region, table.name, check, threshold_ms=threshold_ms))
+
+    def checked(resource: Bucket | Table) -> list[CheckResult]:
+        results = []
+        if isinstance(resource, Bucket):
+            for name, check in _bucket_checks(s3, resource, spec.tags_for(resource), target.account, marker):
+                results.extend(_timed(target, name, region, resource.name, check, threshold_ms=threshold_ms))
+            return results
+        for name, check in _table_checks(ddb, resource, spec.tags_for(resource), marker):
+            results.extend(_timed(target, name, region, resource.name, check, threshold_ms=threshold_ms))
         # After the round trip, whose write CloudWatch counts: the table's metrics must be visible.
-        metrics = partial(_table_metrics, target.client("cloudwatch", region), table.name)
-        results.append(run_check("monitoring.metrics", region, table.name, metrics))
-    return results
+        results.append(
+            run_check("monitoring.metrics", region, resource.name, partial(_table_metrics, cloudwatch, resource.name))
+        )
+        return results
+
+    resources = spec.resources_in(region, shard, of)
+    return [result for results in fan_out(checked, resources, len(resources)) for result in results]
 
 
 def _timed(

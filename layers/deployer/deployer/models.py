@@ -81,6 +81,20 @@ class Schedule(Event):
     announcement: dict[str, Any]
 
 
+class Shard(Event):
+    """One slice of a region's resources: those at positions ``shard``, ``shard + of``, ..."""
+
+    shard: Annotated[int, Field(ge=0)]
+    of: Annotated[int, Field(ge=1)]
+
+
+class RegionWork(Event):
+    """A region and the shards its resources are provisioned and validated in, side by side."""
+
+    region: str
+    shards: list[Shard]
+
+
 class DeploymentContext(Event):
     """``$.deployment``: what every later state needs to know about this deployment."""
 
@@ -98,6 +112,8 @@ class DeploymentContext(Event):
     schedule: Schedule | None = None
     promotion_override: str | None = None
     rollback_to: str | None = None
+    # What the Provision and Validate maps fan out over, region by region.
+    work: list[RegionWork] = []
 
 
 class DeploymentEvent(Event):
@@ -107,6 +123,8 @@ class DeploymentEvent(Event):
 class RegionEvent(Event):
     deployment: DeploymentContext
     region: str
+    # None: every resource of the region.
+    shard: Shard | None = None
 
 
 class PlanSummary(Event):

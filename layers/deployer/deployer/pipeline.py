@@ -19,7 +19,9 @@ from deployer.models import (
     OutcomeEvent,
     PolicySummary,
     RegionEvent,
+    RegionWork,
     Schedule,
+    Shard,
     StartEvent,
     parse_event,
 )
@@ -29,9 +31,12 @@ from deployer.preflight import run_preflight
 from deployer.promotion import promotion_check
 from deployer.records import iso
 from deployer.rollback import count_data
+from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
 from deployer.windows import announcement, decide_window, validate_schedule
 
+# A region not split into shards: all of its resources.
+WHOLE = Shard(shard=0, of=1)
 INCIDENT_STATUSES = ("ROLLED_BACK", "ROLLBACK_FAILED", "SUCCEEDED_WITH_WARNINGS")
 OUTCOME_DETAIL_TYPES = {
     "SUCCEEDED": "Deployment Succeeded",
@@ -86,6 +91,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         schedule=schedule,
         promotion_override=request.promotion_override,
         rollback_to=request.rollback_to,
+        work=[_region_work(spec, region, tooling.shard_size) for region in spec.regions.all()],
     )
     tooling.records.create(
         context.deployment_id,
@@ -110,6 +116,11 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         },
     )
     return context.dump()
+
+
+def _region_work(spec: EnvironmentSpec, region: str, shard_size: int) -> RegionWork:
+    count = max(1, math.ceil(len(spec.resources_in(region)) / shard_size))
+    return RegionWork(region=region, shards=[Shard(shard=i, of=count) for i in range(count)])
 
 
 def _rollback_target(tooling: Tooling, request: DeploymentRequest) -> str:
@@ -189,16 +200,18 @@ def plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Apply one region idempotently; only what the fresh plan says differs is touched."""
     region_event = parse_event(RegionEvent, event)
-    deployment, region = region_event.deployment, region_event.region
+    deployment, region, shard = region_event.deployment, region_event.region, region_event.shard or WHOLE
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
-    applied = apply_region(target, spec, region, tooling.wait)
+    applied = apply_region(target, spec, region, tooling.wait, shard=shard.shard, of=shard.of)
     result = {
         "resources": [{"kind": r.kind, "name": r.name, "action": r.action} for r in applied],
         "mutatingCalls": target.log.mutating,
         "apiCalls": target.log.as_dict(),
     }
-    tooling.records.merge_region(deployment.deployment_id, "provisioned", region, result, target.log.mutating)
+    tooling.records.merge_region(
+        deployment.deployment_id, "provisioned", region, result, mutating_calls=target.log.mutating, part=shard.shard
+    )
     record_mutating_calls(target.log.mutating)
     return {"region": region, "mutatingCalls": target.log.mutating}
 
@@ -206,11 +219,11 @@ def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Runbook section 7: every check reported on its own; any failure fails the deployment."""
     region_event = parse_event(RegionEvent, event)
-    deployment, region = region_event.deployment, region_event.region
+    deployment, region, shard = region_event.deployment, region_event.region, region_event.shard or WHOLE
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
-    results = validate_region(target, spec, region, deployment.deployment_id)
-    tooling.records.merge_region(deployment.deployment_id, "checks", region, _checks(results))
+    results = validate_region(target, spec, region, deployment.deployment_id, shard=shard.shard, of=shard.of)
+    tooling.records.merge_region(deployment.deployment_id, "checks", region, _checks(results), part=shard.shard)
     record_failed_checks(deployment.environment, "validation", results)
     raise_if_failed(results)
     return {"region": region, "passed": len(results)}

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.aws import TargetSession
+from deployer.aws import TargetSession, fan_out
 from deployer.resources import (
     ResourcePlan,
     WaitConfig,
@@ -68,16 +68,23 @@ class Plan:
         return cls([ResourcePlan.from_dict(r) for r in data["resources"]])
 
 
-def _planned(target: TargetSession, spec: EnvironmentSpec, region: str) -> list[tuple[Bucket | Table, ResourcePlan]]:
+# Reads are cheap and independent: planning reads this many resources at a time.
+READ_WORKERS = 16
+
+
+def _planned(
+    target: TargetSession, spec: EnvironmentSpec, region: str, shard: int = 0, of: int = 1
+) -> list[tuple[Bucket | Table, ResourcePlan]]:
     s3 = target.client("s3", region)
     ddb = target.client("dynamodb", region)
-    planned: list[tuple[Bucket | Table, ResourcePlan]] = []
-    for bucket in spec.buckets_in(region):
-        actual = read_bucket(s3, bucket.name, target.account)
-        planned.append((bucket, plan_bucket(bucket, spec.tags_for(bucket), region, actual)))
-    for table in spec.tables_in(region):
-        planned.append((table, plan_table(table, spec.tags_for(table), region, read_table(ddb, table.name))))
-    return planned
+
+    def planned(resource: Bucket | Table) -> tuple[Bucket | Table, ResourcePlan]:
+        tags = spec.tags_for(resource)
+        if isinstance(resource, Bucket):
+            return resource, plan_bucket(resource, tags, region, read_bucket(s3, resource.name, target.account))
+        return resource, plan_table(resource, tags, region, read_table(ddb, resource.name))
+
+    return fan_out(planned, spec.resources_in(region, shard, of), READ_WORKERS)
 
 
 def plan_region(target: TargetSession, spec: EnvironmentSpec, region: str) -> list[ResourcePlan]:
@@ -90,18 +97,25 @@ def plan_environment(target: TargetSession, spec: EnvironmentSpec) -> Plan:
     return Plan([plan for region in spec.regions.all() for plan in plan_region(target, spec, region)])
 
 
-def apply_region(target: TargetSession, spec: EnvironmentSpec, region: str, wait: WaitConfig) -> list[ResourcePlan]:
-    """Re-plan ``region`` from fresh reads and apply what differs (buckets, then tables).
+def apply_region(
+    target: TargetSession, spec: EnvironmentSpec, region: str, wait: WaitConfig, *, shard: int = 0, of: int = 1
+) -> list[ResourcePlan]:
+    """Re-plan one shard of ``region`` from fresh reads and apply what differs, all its resources at once.
 
     Idempotent: once applied, a second call plans everything unchanged and mutates nothing.
     Returns the plans that were applied.
     """
-    planned = _planned(target, spec, region)
-    for resource, plan in planned:
+    planned = _planned(target, spec, region, shard, of)
+    s3, ddb = target.client("s3", region), target.client("dynamodb", region)
+
+    def apply(item: tuple[Bucket | Table, ResourcePlan]) -> None:
+        resource, plan = item
         if plan.action == "unchanged":
-            continue
+            return
         if isinstance(resource, Bucket):
-            apply_bucket(target.client("s3", region), region, resource, spec.tags_for(resource), plan)
+            apply_bucket(s3, region, resource, spec.tags_for(resource), plan)
         else:
-            apply_table(target.client("dynamodb", region), region, resource, spec.tags_for(resource), plan, wait=wait)
+            apply_table(ddb, region, resource, spec.tags_for(resource), plan, wait=wait)
+
+    fan_out(apply, planned, len(planned))
     return [plan for _, plan in planned]

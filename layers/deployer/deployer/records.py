@@ -36,6 +36,8 @@ JSON_FIELDS = (
 # Per-region results: a map of region -> JSON string, so regions write without racing.
 REGION_FIELDS = ("checks", "provisioned")
 HISTORY_INDEX = "gsi1"
+# Items beside a deployment's record holding one shard's result each.
+PART_PREFIX = "PART#"
 
 
 def iso(moment: datetime) -> str:
@@ -48,6 +50,20 @@ def deployment_key(deployment_id: str) -> dict[str, str]:
 
 def _lock_key(environment: str) -> dict[str, str]:
     return {"pk": f"LOCK#{environment}", "sk": "LOCK"}
+
+
+def _combine(first: Any, second: Any) -> Any:
+    """Two shards' results as one: lists joined, counts added, maps combined key by key."""
+    if isinstance(first, list) and isinstance(second, list):
+        return first + second
+    if isinstance(first, dict) and isinstance(second, dict):
+        return {
+            k: _combine(first[k], second[k]) if k in first and k in second else first.get(k, second.get(k))
+            for k in first | second
+        }
+    if isinstance(first, int) and isinstance(second, int):
+        return first + second
+    return second
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
@@ -108,21 +124,68 @@ class RecordStore:
                 ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(values.values())},
             )
 
-    def merge_region(self, deployment_id: str, field: str, region: str, value: Any, mutating_calls: int = 0) -> None:
-        """Record one region's result under ``field`` without touching other regions'."""
+    def merge_region(
+        self,
+        deployment_id: str,
+        field: str,
+        region: str,
+        value: Any,
+        *,
+        mutating_calls: int = 0,
+        part: int | None = None,
+    ) -> None:
+        """Record one region's result under ``field`` without touching other regions'.
+
+        With ``part`` (a shard of the region), the result is an item of its own beside the
+        record, so a large environment never outgrows DynamoDB's 400 KB item; ``get``
+        combines the parts into the region's result.
+        """
         assert field in REGION_FIELDS
+        encoded = json.dumps(value, sort_keys=True)
         with transient_errors():
-            self.table.update_item(
-                Key=deployment_key(deployment_id),
-                UpdateExpression="SET #f.#r = :v ADD mutatingCalls :n",
-                ExpressionAttributeNames={"#f": field, "#r": region},
-                ExpressionAttributeValues={":v": json.dumps(value, sort_keys=True), ":n": mutating_calls},
-            )
+            if part is None:
+                self.table.update_item(
+                    Key=deployment_key(deployment_id),
+                    UpdateExpression="SET #f.#r = :v ADD mutatingCalls :n",
+                    ExpressionAttributeNames={"#f": field, "#r": region},
+                    ExpressionAttributeValues={":v": encoded, ":n": mutating_calls},
+                )
+                return
+            key = {"pk": deployment_key(deployment_id)["pk"], "sk": f"{PART_PREFIX}{field}#{region}#{part:05d}"}
+            self.table.put_item(Item={**key, "field": field, "region": region, "value": encoded})
+            if mutating_calls:
+                self.table.update_item(
+                    Key=deployment_key(deployment_id),
+                    UpdateExpression="ADD mutatingCalls :n",
+                    ExpressionAttributeValues={":n": mutating_calls},
+                )
 
     def get(self, deployment_id: str) -> dict[str, Any] | None:
-        with transient_errors():
-            item = self.table.get_item(Key=deployment_key(deployment_id), ConsistentRead=True).get("Item")
-        return _decode(item) if item else None
+        """The deployment's record, with its regions' results combined from their parts."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": deployment_key(deployment_id)["pk"]},
+            "ConsistentRead": True,
+        }
+        while True:
+            with transient_errors():
+                page = self.table.query(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        record = next((i for i in items if i["sk"] == deployment_key(deployment_id)["sk"]), None)
+        if record is None:
+            return None
+        decoded = _decode(record)
+        # Parts sort by their key (field, region, zero-padded part), so results keep the shards' order.
+        for part in sorted((i for i in items if str(i["sk"]).startswith(PART_PREFIX)), key=lambda i: str(i["sk"])):
+            regions = decoded.setdefault(str(part["field"]), {})
+            value = json.loads(str(part["value"]))
+            region = str(part["region"])
+            regions[region] = _combine(regions[region], value) if region in regions else value
+        return decoded
 
     def history(self, environment: str, limit: int = 20) -> list[dict[str, Any]]:
         """The environment's most recent deployments, newest first."""

@@ -33,7 +33,9 @@ def replicate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         "mutatingCalls": target.log.mutating,
         "apiCalls": target.log.as_dict(),
     }
-    tooling.records.merge_region(deployment.deployment_id, "provisioned", "replication", result, target.log.mutating)
+    tooling.records.merge_region(
+        deployment.deployment_id, "provisioned", "replication", result, mutating_calls=target.log.mutating
+    )
     return {"mutatingCalls": target.log.mutating}
 
 

@@ -441,6 +441,14 @@ class EnvironmentSpec(Model):
     def tables_in(self, region: str) -> list[Table]:
         return [t for t in self.resources.tables if self.region_of(t) == region]
 
+    def resources_in(self, region: str, shard: int = 0, of: int = 1) -> list[Bucket | Table]:
+        """The region's buckets, then its tables; with ``of`` > 1, only every ``of``-th from ``shard`` on.
+
+        Taking every ``of``-th rather than a contiguous run spreads the slow ones (tables) over the shards.
+        """
+        resources: list[Bucket | Table] = [*self.buckets_in(region), *self.tables_in(region)]
+        return resources[shard::of]
+
     def tags_for(self, resource: Bucket | Table) -> dict[str, str]:
         """Environment-wide tags overlaid with the resource's own."""
         return {**self.tags, **resource.tags}

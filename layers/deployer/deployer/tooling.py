@@ -44,6 +44,8 @@ class Tooling:
     # The deployments API's: which state machine it starts, and its body limit.
     state_machine_arn: str = ""
     api_max_body_bytes: int = 16384
+    # Resources per provisioning/validation shard (one Lambda invocation, its resources side by side).
+    shard_size: int = 10
 
     @classmethod
     def from_environment(cls) -> Tooling:
@@ -60,6 +62,7 @@ class Tooling:
             slack_response_url_prefix=os.environ.get("SLACK_RESPONSE_URL_PREFIX", cls.slack_response_url_prefix),
             state_machine_arn=os.environ.get("STATE_MACHINE_ARN", ""),
             api_max_body_bytes=int(os.environ.get("API_MAX_BODY_BYTES", str(cls.api_max_body_bytes))),
+            shard_size=int(os.environ.get("SHARD_SIZE", str(cls.shard_size))),
         )
 
     @cached_property
