@@ -1,83 +1,111 @@
-"""`make bench`: how long the pipeline takes in the sandbox. Prints numbers; asserts nothing.
+"""`make bench`: how fast and how frugal the pipeline is. Prints every table; asserts nothing.
 
-Measures the sandbox's start, a first (cold) DEV deployment, unchanged warm re-runs
-(median of several), and each function's cold initialisation (module import) time.
+Writes the same tables to docs/performance.md with the machine they ran on. Each
+measurement that needs a clean slate gets its own sandbox.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import statistics
+import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
-from deployer_cli import client
+from bench import api_calls, cold_start, end_to_end, runbook_cli, scale
+from bench.tables import Table
 from deployer_cli.client import Stack
+from sandbox.demo import DEMO_TIME as INSIDE_PROD_WINDOW
 from sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
+REPORT = REPO / "docs" / "performance.md"
 
 
-def deploy(stack: Stack, environment: str) -> tuple[float, dict[str, object]]:
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor() or platform.machine(),
+    )
+    memory_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory_kb / 1024 / 1024:.0f} GiB, {platform.system()} {platform.release()}, "
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
+
+
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
+
+
+@contextmanager
+def sandbox_stack(**options: object) -> Iterator[tuple[Sandbox, Stack]]:
+    with Sandbox(**options) as sandbox:  # type: ignore[arg-type]
+        yield sandbox, Stack.discover(sandbox.session(), sandbox.stack_name, sandbox.region, sandbox.endpoint)
+
+
+def timed(label: str, measure: Callable[[], list[Table]]) -> list[Table]:
     started = time.perf_counter()
-    version = client.push_spec(stack, REPO / "environments", environment)
-    arn = client.start(stack, client.build_request(environment, "bench", None, False, version))
-    client.wait(stack, arn, poll_seconds=0.05)
-    wall = time.perf_counter() - started
-    return wall, client.summary(stack, arn)
-
-
-def row(*cells: object) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    print(f"... {label}", flush=True)
+    tables = measure()
+    print(f"    {label}: {time.perf_counter() - started:.0f} s", flush=True)
+    return tables
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5, help="warm re-runs to take the median of")
+    parser.add_argument("--reruns", type=int, default=5, help="unchanged re-runs per environment (median)")
+    parser.add_argument("--sizes", default=",".join(map(str, scale.SIZES)), help="scale: buckets (= tables) per run")
+    parser.add_argument("--no-report", action="store_true", help=f"print only; leave {REPORT.name} alone")
     args = parser.parse_args()
+    sizes = tuple(int(s) for s in args.sizes.split(","))
 
-    print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}")
-    started = time.perf_counter()
-    with Sandbox() as sandbox:
-        startup = time.perf_counter() - started
-        stack = Stack.discover(sandbox.session(), sandbox.stack_name, sandbox.region, sandbox.endpoint)
-        cold_wall, cold = deploy(stack, "dev")
-        warm = [deploy(stack, "dev") for _ in range(args.runs)]
-        assert sandbox.runtime is not None
-        inits = dict(sandbox.runtime.init_seconds)
+    tables: list[Table] = []
+    with sandbox_stack(time=INSIDE_PROD_WINDOW) as (sandbox, stack):
+        tables += timed("end to end: DEV, SIT, PROD", lambda: end_to_end.measure(stack, args.reruns))
+        tables += timed("runbook section 7 CLI vs our validation", lambda: runbook_cli.measure(sandbox, "dev"))
+    tables += timed("AWS API calls against the minimum", api_calls.measure)
+    tables += timed("cold start", lambda: cold_start.measure(REPO / "functions", REPO / "layers" / "deployer"))
+    with sandbox_stack() as (_, stack), tempfile.TemporaryDirectory() as spec_dir:
+        tables += timed("scale", lambda: scale.measure(stack, REPO, Path(spec_dir), sizes))
 
-    walls = [w for w, _ in warm]
-    print("\nDEV deployment in the sandbox")
-    print(row("run", "status", "wall s", "execution s", "state transitions", "mutating calls"))
-    print(row("---", "---", "---", "---", "---", "---"))
-    print(row("sandbox start", "", f"{startup:.2f}", "", "", ""))
-    print(
-        row(
-            "first (cold)",
-            cold["status"],
-            f"{cold_wall:.2f}",
-            cold["durationSeconds"],
-            cold["stateTransitions"],
-            cold["mutatingCalls"],
-        )
-    )
-    last = warm[-1][1]
-    print(
-        row(
-            f"unchanged re-run, median of {len(walls)}",
-            last["status"],
-            f"{statistics.median(walls):.2f} (min {min(walls):.2f}, max {max(walls):.2f})",
-            last["durationSeconds"],
-            last["stateTransitions"],
-            last["mutatingCalls"],
-        )
-    )
-    print("\nFunction cold initialisation (import of app.py with the layer)")
-    print(row("function", "init s"))
-    print(row("---", "---"))
-    for name, seconds in sorted(inits.items()):
-        print(row(name, f"{seconds[0]:.3f}"))
+    header = [
+        "# Performance",
+        "",
+        f"Written by `make bench` (`python -m bench.run`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
+        f"at commit {commit()}.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Every number comes from a run of the real state machine and functions in the embedded sandbox "
+        "(moto), except where a table says it is a model on paper. Tests never assert on time.",
+        "",
+    ]
+    text = "\n".join(header) + "\n".join(t.markdown() + "\n" for t in tables)
+    print("\n" + text)
+    if not args.no_report:
+        REPORT.parent.mkdir(exist_ok=True)
+        REPORT.write_text(text)
+        print(f"written to {REPORT.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -115,3 +115,16 @@ def test_shard_results_are_stored_apart_and_read_back_combined_in_order(aws: Non
     assert record["mutatingCalls"] == 6
     # The environment's history lists the record alone, never its parts.
     assert [r["deploymentId"] for r in records.history("dev")] == ["d-1"]
+
+
+def test_a_plan_too_big_for_one_item_is_kept_in_pieces_and_read_back_whole(aws: None) -> None:
+    table = records_table()
+    records = RecordStore(table)
+    records.create("d-2", "dev", datetime(2026, 11, 27, tzinfo=UTC), {})
+    plan = {"summary": "Plan: 400 to add", "resources": [{"name": f"r-{i:03d}", "pad": "x" * 900} for i in range(400)]}
+
+    records.update("d-2", datetime(2026, 11, 27, 0, 1, tzinfo=UTC), {"plan": plan, "status": "RUNNING"})
+
+    assert records.get("d-2")["plan"] == plan  # type: ignore[index]
+    item = table.get_item(Key={"pk": "DEPLOYMENT#d-2", "sk": "RECORD"})["Item"]
+    assert len(str(item)) < 20_000  # the record itself stays small; the pieces live beside it

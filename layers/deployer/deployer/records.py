@@ -38,6 +38,10 @@ REGION_FIELDS = ("checks", "provisioned")
 HISTORY_INDEX = "gsi1"
 # Items beside a deployment's record holding one shard's result each.
 PART_PREFIX = "PART#"
+# A JSON field longer than this is kept in pieces beside the record (DynamoDB items stop at 400 KB).
+SPILL_BYTES = 32_000
+SPILL_PREFIX = "SPILL#"
+SPILLED = "$spilledPieces"
 
 
 def iso(moment: datetime) -> str:
@@ -113,7 +117,7 @@ class RecordStore:
                 raise
 
     def update(self, deployment_id: str, now: datetime, fields: dict[str, Any]) -> None:
-        values = {**_encode(fields), "updatedAt": iso(now)}
+        values = {**self._spill(deployment_id, _encode(fields)), "updatedAt": iso(now)}
         names = {f"#f{i}": k for i, k in enumerate(values)}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
         with transient_errors():
@@ -123,6 +127,24 @@ class RecordStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(values.values())},
             )
+
+    def _spill(self, deployment_id: str, encoded: dict[str, Any]) -> dict[str, Any]:
+        """Move JSON fields too big for the record (a plan of hundreds of resources) to items beside it.
+
+        The record keeps a marker saying how many pieces the text was cut into; ``get`` joins them.
+        """
+        kept = {}
+        for name, value in encoded.items():
+            if name not in JSON_FIELDS or len(value) <= SPILL_BYTES:
+                kept[name] = value
+                continue
+            pieces = [value[i : i + SPILL_BYTES] for i in range(0, len(value), SPILL_BYTES)]
+            pk = deployment_key(deployment_id)["pk"]
+            with transient_errors(), self.table.batch_writer() as batch:
+                for index, piece in enumerate(pieces):
+                    batch.put_item(Item={"pk": pk, "sk": f"{SPILL_PREFIX}{name}#{index:04d}", "text": piece})
+            kept[name] = json.dumps({SPILLED: len(pieces)})
+        return kept
 
     def merge_region(
         self,
@@ -178,6 +200,11 @@ class RecordStore:
         record = next((i for i in items if i["sk"] == deployment_key(deployment_id)["sk"]), None)
         if record is None:
             return None
+        spilled = {str(i["sk"]): str(i["text"]) for i in items if str(i["sk"]).startswith(SPILL_PREFIX)}
+        for name in JSON_FIELDS:
+            marker = json.loads(record[name]) if isinstance(record.get(name), str) else None
+            if isinstance(marker, dict) and SPILLED in marker:
+                record[name] = "".join(spilled[f"{SPILL_PREFIX}{name}#{i:04d}"] for i in range(int(marker[SPILLED])))
         decoded = _decode(record)
         # Parts sort by their key (field, region, zero-padded part), so results keep the shards' order.
         for part in sorted((i for i in items if str(i["sk"]).startswith(PART_PREFIX)), key=lambda i: str(i["sk"])):

@@ -1,0 +1,80 @@
+"""End to end in the sandbox: DEV, SIT and PROD as `deployer run` does them, approvals clicked at once.
+
+Each environment's first deployment creates its resources with cold functions; the
+re-runs that follow are unchanged deployments with warm functions. Wall time is from
+pushing the spec to the outcome, approval clicks included.
+"""
+
+from __future__ import annotations
+
+import time
+from argparse import Namespace
+from typing import Any
+
+from bench.tables import Table, median
+from deployer_cli import main
+from deployer_cli.client import Stack
+
+# Environment, change ticket, who clicks Approve: the runbook's SIT and PROD approvers.
+ENVIRONMENTS: tuple[tuple[str, str | None, list[str]], ...] = (
+    ("dev", None, []),
+    ("sit", "CHG-BENCH", ["sit-lead"]),
+    ("prod", "CHG-BENCH", ["senior-engineer-1", "senior-engineer-2"]),
+)
+RUNBOOK_MINUTES = {"dev": "10-15", "sit": "20-30", "prod": "45-60"}
+
+
+def deploy(
+    stack: Stack, environment: str, change_ticket: str | None, approvers: list[str]
+) -> tuple[float, dict[str, Any]]:
+    args = Namespace(
+        env=environment,
+        spec_dir="environments",
+        requested_by="bench",
+        change_ticket=change_ticket,
+        quiet=True,
+        approve_as=approvers,
+        reject_as=None,
+    )
+    started = time.perf_counter()
+    result = main._deploy(args, stack, dry_run=False)
+    return time.perf_counter() - started, result
+
+
+def measure(stack: Stack, reruns: int = 5) -> list[Table]:
+    """The sandbox must run at a time inside PROD's window (``Sandbox(time=...)``)."""
+    table = Table(
+        "End to end in the sandbox: one deployment per environment, approvals clicked at once",
+        [
+            "environment",
+            "runbook (minutes, by hand)",
+            "first deployment s",
+            f"unchanged re-run s (median of {reruns})",
+            "re-run min / max s",
+            "state transitions (first / re-run)",
+            "mutating calls (first / re-run)",
+            "status",
+        ],
+    )
+    for environment, ticket, approvers in ENVIRONMENTS:
+        first_wall, first = deploy(stack, environment, ticket, approvers)
+        again = [deploy(stack, environment, ticket, approvers) for _ in range(reruns)]
+        walls = [wall for wall, _ in again]
+        last = again[-1][1]
+        statuses = {first["status"], *(r["status"] for _, r in again)}
+        table.add(
+            environment.upper(),
+            RUNBOOK_MINUTES[environment],
+            first_wall,
+            median(walls),
+            f"{min(walls):.2f} / {max(walls):.2f}",
+            f"{first['stateTransitions']} / {last['stateTransitions']}",
+            f"{first['mutatingCalls']} / {last['mutatingCalls']}",
+            "/".join(sorted(statuses)),
+        )
+    table.notes.append(
+        "PROD deploys both regions (eu-west-1 first), configures and verifies replication (a marker object "
+        "and a test item must reach the failover region), after SIT ran the same spec; simulated time is "
+        "inside PROD's window. Clicks are signed Slack requests through the sandbox's API."
+    )
+    return [table]
