@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from deployer.aws import TargetSession, fan_out
-from deployer.plan import apply_region
+from deployer.plan import apply_region, unchanged_in
 from deployer.records import RecordStore
 from deployer.resources import WaitConfig
 from deployer.spec import EnvironmentSpec
@@ -128,3 +128,19 @@ def test_a_plan_too_big_for_one_item_is_kept_in_pieces_and_read_back_whole(aws: 
     assert records.get("d-2")["plan"] == plan  # type: ignore[index]
     item = table.get_item(Key={"pk": "DEPLOYMENT#d-2", "sk": "RECORD"})["Item"]
     assert len(str(item)) < 20_000  # the record itself stays small; the pieces live beside it
+
+
+def test_resources_the_plan_found_unchanged_are_not_read_again(
+    target: TargetSession, spec_data: dict[str, Any], build_spec: Callable[[dict[str, Any]], EnvironmentSpec]
+) -> None:
+    spec = build_spec(many(spec_data, 2))
+    apply_region(target, spec, REGION, NO_WAIT)
+    plan = {"resources": [{"kind": "bucket", "name": "bbws-test-bucket-000", "region": REGION, "action": "unchanged"}]}
+    again = TargetSession(session=target.session, account=target.account)
+
+    applied = apply_region(again, spec, REGION, NO_WAIT, unchanged=unchanged_in(plan, REGION))
+
+    assert "bbws-test-bucket-000" not in {p.name for p in applied}
+    assert {p.action for p in applied} == {"unchanged"}
+    assert again.log.calls["s3:HeadBucket"] == 1  # the other bucket only
+    assert again.log.mutating == 0

@@ -103,6 +103,10 @@ class TargetSession:
             return self._clients[key]
 
 
+# Reads are cheap and independent: planning and counting read this many resources at a time.
+READ_WORKERS = 16
+
+
 def fan_out[T, R](work: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
     """``work`` on every item, up to ``workers`` at a time; results in the items' order.
 

@@ -6,7 +6,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -16,6 +16,8 @@ from deployer.aws import TargetSession, error_code, fan_out, transient_errors
 from deployer.errors import ValidationFailed
 from deployer.spec import Bucket, EnvironmentSpec, Table
 
+# A table's DescribeTable answer, read once per validation and shared by its checks.
+Describe = Callable[[], dict[str, Any]]
 Check = Callable[[], tuple[bool, str]]
 VALIDATION_PREFIX = "_deployer/validation/"
 
@@ -221,17 +223,19 @@ def _bucket_round_trip(s3: Any, name: str, account: str, marker: str) -> tuple[b
 
 
 def _table_checks(ddb: Any, table: Table, tags: dict[str, str], marker: str) -> list[tuple[str, Check]]:
+    # One DescribeTable answers the status, key schema, billing mode and ARN checks.
+    describe: Describe = cache(lambda: dict(ddb.describe_table(TableName=table.name)["Table"]))
     checks: list[tuple[str, Check]] = [
-        ("table.active", partial(_table_active, ddb, table.name)),
-        ("table.key-schema", partial(_table_key_schema, ddb, table)),
-        ("table.billing-mode", partial(_table_billing_mode, ddb, table)),
+        ("table.active", partial(_table_active, describe)),
+        ("table.key-schema", partial(_table_key_schema, describe, table)),
+        ("table.billing-mode", partial(_table_billing_mode, describe, table)),
     ]
     if table.ttl_attribute:
         checks.append(("table.ttl", partial(_table_ttl, ddb, table.name, table.ttl_attribute)))
     if table.point_in_time_recovery:
         checks.append(("table.point-in-time-recovery", partial(_table_pitr, ddb, table.name)))
     checks += [
-        ("table.tags", partial(_table_tags, ddb, table.name, tags)),
+        ("table.tags", partial(_table_tags, ddb, describe, tags)),
         ("table.write-read-delete", partial(_table_round_trip, ddb, table, marker)),
     ]
     return checks
@@ -247,8 +251,8 @@ def _table_metrics(cloudwatch: Any, name: str) -> tuple[bool, str]:
     return False, "no CloudWatch metrics in AWS/DynamoDB for the table yet (monitoring not visible)"
 
 
-def _table_active(ddb: Any, name: str) -> tuple[bool, str]:
-    status = ddb.describe_table(TableName=name)["Table"]["TableStatus"]
+def _table_active(describe: Describe) -> tuple[bool, str]:
+    status = describe()["TableStatus"]
     return status == "ACTIVE", f"table is {status}" + ("" if status == "ACTIVE" else ", expected ACTIVE")
 
 
@@ -257,16 +261,16 @@ def _describe_keys(desc: dict[str, Any]) -> str:
     return ", ".join(f"{k['KeyType']} {k['AttributeName']} ({types[k['AttributeName']]})" for k in desc["KeySchema"])
 
 
-def _table_key_schema(ddb: Any, table: Table) -> tuple[bool, str]:
-    desc = ddb.describe_table(TableName=table.name)["Table"]
+def _table_key_schema(describe: Describe, table: Table) -> tuple[bool, str]:
+    desc = describe()
     keys = [table.partition_key] + ([table.sort_key] if table.sort_key else [])
     expected = ", ".join(f"{kind} {k.name} ({k.type})" for k, kind in zip(keys, ("HASH", "RANGE"), strict=False))
     actual = _describe_keys(desc)
     return (True, f"keys are {actual}") if actual == expected else (False, f"keys are {actual}, expected {expected}")
 
 
-def _table_billing_mode(ddb: Any, table: Table) -> tuple[bool, str]:
-    desc = ddb.describe_table(TableName=table.name)["Table"]
+def _table_billing_mode(describe: Describe, table: Table) -> tuple[bool, str]:
+    desc = describe()
     mode = desc.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
     ok = mode == table.billing_mode
     return ok, f"billing mode is {mode}" + ("" if ok else f", expected {table.billing_mode}")
@@ -287,8 +291,8 @@ def _table_pitr(ddb: Any, name: str) -> tuple[bool, str]:
     return ok, f"point-in-time recovery is {status}" + ("" if ok else ", expected ENABLED")
 
 
-def _table_tags(ddb: Any, name: str, desired: dict[str, str]) -> tuple[bool, str]:
-    arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
+def _table_tags(ddb: Any, describe: Describe, desired: dict[str, str]) -> tuple[bool, str]:
+    arn = describe()["TableArn"]
     actual: dict[str, str] = {}
     kwargs: dict[str, Any] = {"ResourceArn": arn}
     while True:

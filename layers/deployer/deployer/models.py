@@ -12,7 +12,9 @@ from deployer.spec import ENVIRONMENT_NAME
 
 
 class Event(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # defer_build (inherited by every event, whose own model_config is merged with this one):
+    # each function builds only the events it parses, at their first use, not all of them at import.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True)
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

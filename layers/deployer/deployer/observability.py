@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from deployer.checks import CheckResult
 
 logger = Logger()
-tracer = Tracer()
+# What the functions call out through: AWS (botocore) and Slack (slack_sdk, over http.client).
+# Tracer's default, patch_all, also imports and patches every other library the X-Ray SDK
+# knows that happens to be installed (requests, sqlite3, ...): cold-start time, nothing traced.
+tracer = Tracer(patch_modules=("botocore", "httplib"))
 metrics = Metrics()
 
 Step = Callable[[dict[str, Any], Tooling], dict[str, Any]]

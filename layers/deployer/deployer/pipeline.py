@@ -26,7 +26,7 @@ from deployer.models import (
     parse_event,
 )
 from deployer.observability import record_deployment_metrics, record_failed_checks, record_mutating_calls
-from deployer.plan import apply_region, plan_environment
+from deployer.plan import apply_region, plan_environment, unchanged_in
 from deployer.preflight import run_preflight
 from deployer.promotion import promotion_check
 from deployer.records import iso
@@ -203,7 +203,9 @@ def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     deployment, region, shard = region_event.deployment, region_event.region, region_event.shard or WHOLE
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
-    applied = apply_region(target, spec, region, tooling.wait, shard=shard.shard, of=shard.of)
+    record = tooling.records.get(deployment.deployment_id) or {}
+    unchanged = unchanged_in(record.get("plan") or {}, region)
+    applied = apply_region(target, spec, region, tooling.wait, shard=shard.shard, of=shard.of, unchanged=unchanged)
     result = {
         "resources": [{"kind": r.kind, "name": r.name, "action": r.action} for r in applied],
         "mutatingCalls": target.log.mutating,

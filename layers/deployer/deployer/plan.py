@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.aws import TargetSession, fan_out
+from deployer.aws import READ_WORKERS, TargetSession, fan_out
 from deployer.resources import (
     ResourcePlan,
     WaitConfig,
@@ -68,12 +68,14 @@ class Plan:
         return cls([ResourcePlan.from_dict(r) for r in data["resources"]])
 
 
-# Reads are cheap and independent: planning reads this many resources at a time.
-READ_WORKERS = 16
-
-
 def _planned(
-    target: TargetSession, spec: EnvironmentSpec, region: str, shard: int = 0, of: int = 1
+    target: TargetSession,
+    spec: EnvironmentSpec,
+    region: str,
+    *,
+    shard: int = 0,
+    of: int = 1,
+    skip: frozenset[str] = frozenset(),
 ) -> list[tuple[Bucket | Table, ResourcePlan]]:
     s3 = target.client("s3", region)
     ddb = target.client("dynamodb", region)
@@ -84,7 +86,21 @@ def _planned(
             return resource, plan_bucket(resource, tags, region, read_bucket(s3, resource.name, target.account))
         return resource, plan_table(resource, tags, region, read_table(ddb, resource.name))
 
-    return fan_out(planned, spec.resources_in(region, shard, of), READ_WORKERS)
+    resources = [r for r in spec.resources_in(region, shard, of) if f"{_kind(r)}/{r.name}" not in skip]
+    return fan_out(planned, resources, READ_WORKERS)
+
+
+def _kind(resource: Bucket | Table) -> str:
+    return "bucket" if isinstance(resource, Bucket) else "table"
+
+
+def unchanged_in(plan: dict[str, Any], region: str) -> frozenset[str]:
+    """``kind/name`` of the resources a recorded plan found as specified in ``region``."""
+    return frozenset(
+        f"{r['kind']}/{r['name']}"
+        for r in plan.get("resources", [])
+        if r["region"] == region and r["action"] == "unchanged"
+    )
 
 
 def plan_region(target: TargetSession, spec: EnvironmentSpec, region: str) -> list[ResourcePlan]:
@@ -98,14 +114,23 @@ def plan_environment(target: TargetSession, spec: EnvironmentSpec) -> Plan:
 
 
 def apply_region(
-    target: TargetSession, spec: EnvironmentSpec, region: str, wait: WaitConfig, *, shard: int = 0, of: int = 1
+    target: TargetSession,
+    spec: EnvironmentSpec,
+    region: str,
+    wait: WaitConfig,
+    *,
+    shard: int = 0,
+    of: int = 1,
+    unchanged: frozenset[str] = frozenset(),
 ) -> list[ResourcePlan]:
     """Re-plan one shard of ``region`` from fresh reads and apply what differs, all its resources at once.
 
-    Idempotent: once applied, a second call plans everything unchanged and mutates nothing.
-    Returns the plans that were applied.
+    ``unchanged`` names (``kind/name``) the resources the deployment's plan, read moments
+    before (and re-checked after an approval), found as specified: they are left alone
+    without being read again. Idempotent: once applied, a second call plans everything
+    unchanged and mutates nothing. Returns the plans of the resources it read.
     """
-    planned = _planned(target, spec, region, shard, of)
+    planned = _planned(target, spec, region, shard=shard, of=of, skip=unchanged)
     s3, ddb = target.client("s3", region), target.client("dynamodb", region)
 
     def apply(item: tuple[Bucket | Table, ResourcePlan]) -> None:

@@ -7,10 +7,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from deployer.aws import TargetSession
+from botocore.exceptions import ClientError
+
+from deployer.aws import TargetSession, error_code
 from deployer.checks import CheckResult, run_check
 from deployer.errors import PreflightFailed
-from deployer.resources import BucketOwnedElsewhere, read_bucket, read_table
+from deployer.resources import BucketOwnedElsewhere, bucket_region
 from deployer.spec import EnvironmentSpec
 
 GLOBAL = "global"
@@ -85,21 +87,24 @@ def _approvals(spec: EnvironmentSpec, requested_by: str | None) -> tuple[bool, s
 
 def _bucket_name(s3: Any, name: str, account: str, region: str) -> tuple[bool, str]:
     try:
-        actual = read_bucket(s3, name, account)
+        actual = bucket_region(s3, name, account)
     except BucketOwnedElsewhere:
         return False, f"bucket {name} exists in another AWS account"
     if actual is None:
         return True, "available"
-    if actual["region"] != region:
-        return False, f"bucket {name} exists in {actual['region']}, but the spec places it in {region}"
+    if actual != region:
+        return False, f"bucket {name} exists in {actual}, but the spec places it in {region}"
     return True, f"exists in account {account}, will be adopted"
 
 
 def _table_backup(ddb: Any, name: str, now: datetime, max_age_hours: int) -> tuple[bool, str]:
-    actual = read_table(ddb, name)
-    if actual is None:
-        return True, "will be created"
-    if actual["pointInTimeRecovery"]:
+    try:
+        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+    except ClientError as exc:
+        if error_code(exc) in ("TableNotFoundException", "ResourceNotFoundException"):
+            return True, "will be created"
+        raise
+    if backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED":
         return True, "point-in-time recovery is enabled"
     oldest = now - timedelta(hours=max_age_hours)
     kwargs: dict[str, Any] = {"TableName": name, "TimeRangeLowerBound": oldest}

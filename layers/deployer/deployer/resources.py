@@ -11,13 +11,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
 from deployer.aws import error_code, transient_errors
 from deployer.errors import DeployerError, PlanRejected, ProvisioningFailed, TransientAwsError
-from deployer.spec import Bucket, Table
+
+if TYPE_CHECKING:
+    from deployer.spec import Bucket, Table
 
 Kind = Literal["bucket", "table", "bucket-replication", "table-replica"]
 Action = Literal["add", "change", "unchanged"]
@@ -68,16 +70,15 @@ class ResourcePlan:
 # ---------------------------------------------------------------- reading
 
 
-def read_bucket(s3: Any, name: str, account: str) -> dict[str, Any] | None:
-    """Actual state of a bucket owned by ``account``, or None if no bucket has that name.
+def bucket_region(s3: Any, name: str, account: str) -> str | None:
+    """The region of a bucket owned by ``account`` (one HeadBucket), or None if no bucket has that name.
 
     Raises BucketOwnedElsewhere when S3 answers 403 (the name belongs to another account,
-    or we may not see it). A bucket in another region is reported with only its region,
-    since its configuration has to be read through that region's endpoint.
+    or we may not see it).
     """
     with transient_errors():
         try:
-            s3.head_bucket(Bucket=name, ExpectedBucketOwner=account)
+            response = s3.head_bucket(Bucket=name, ExpectedBucketOwner=account)
         except ClientError as exc:
             code = error_code(exc)
             if code in ("404", "NoSuchBucket", "NotFound"):
@@ -86,11 +87,26 @@ def read_bucket(s3: Any, name: str, account: str) -> dict[str, Any] | None:
                 raise BucketOwnedElsewhere(name) from exc
             if code in ("301", "PermanentRedirect"):
                 headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-                return {"region": headers.get("x-amz-bucket-region") or exc.response["Error"].get("Region")}
+                return str(headers.get("x-amz-bucket-region") or exc.response["Error"].get("Region"))
             raise
+        if response.get("BucketRegion"):
+            return str(response["BucketRegion"])
         # Buckets made before LocationConstraint existed report None (us-east-1) or "EU".
         location = s3.get_bucket_location(Bucket=name).get("LocationConstraint")
-        region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+        return str({None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location))
+
+
+def read_bucket(s3: Any, name: str, account: str) -> dict[str, Any] | None:
+    """Actual state of a bucket owned by ``account``, or None if no bucket has that name.
+
+    Raises BucketOwnedElsewhere when S3 answers 403 (the name belongs to another account,
+    or we may not see it). A bucket in another region is reported with only its region,
+    since its configuration has to be read through that region's endpoint.
+    """
+    region = bucket_region(s3, name, account)
+    if region is None or region != s3.meta.region_name:
+        return None if region is None else {"region": region}
+    with transient_errors():
         versioning = s3.get_bucket_versioning(Bucket=name).get("Status", "Disabled")
         pab = _or_default(lambda: s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"], {})
         encryption = _or_default(

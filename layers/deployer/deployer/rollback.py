@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deployer.aws import TargetSession, error_code, transient_errors
+from deployer.aws import READ_WORKERS, TargetSession, error_code, fan_out, transient_errors
 from deployer.checks import CheckResult, run_check
 from deployer.errors import DeployerError, ProvisioningFailed, RollbackFailed
 from deployer.replication import read_bucket_replication, read_table_replicas
@@ -242,12 +242,16 @@ def _table_has_items(ddb: Any, name: str) -> bool:
 
 def count_items(ddb: Any, name: str) -> int:
     """Exact item count (Scan Select=COUNT, consistent, paginated); 0 for a table that does not exist."""
-    if _table_exists(ddb, name) is None:
-        return 0
     total = 0
     kwargs: dict[str, Any] = {"TableName": name, "Select": "COUNT", "ConsistentRead": True}
     while True:
-        page = ddb.scan(**kwargs)
+        try:
+            page = ddb.scan(**kwargs)
+        except ClientError as exc:
+            # No table, no items: the scan's own answer says so, without a DescribeTable first.
+            if error_code(exc) == "ResourceNotFoundException":
+                return 0
+            raise
         total += int(page.get("Count", 0))
         if not page.get("LastEvaluatedKey"):
             return total
@@ -266,11 +270,15 @@ def _bucket_exists(s3: Any, name: str, account: str) -> bool:
 
 def count_object_versions(s3: Any, name: str, account: str) -> int:
     """Object versions in a bucket (delete markers not counted; paginated); 0 for a bucket that does not exist."""
-    if not _bucket_exists(s3, name, account):
-        return 0
     total = 0
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=name, ExpectedBucketOwner=account):
-        total += len(page.get("Versions", []))
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=name, ExpectedBucketOwner=account):
+            total += len(page.get("Versions", []))
+    except ClientError as exc:
+        # No bucket, no versions; another account's bucket (403) still raises.
+        if error_code(exc) in _NO_BUCKET:
+            return 0
+        raise
     return total
 
 
@@ -682,16 +690,19 @@ def count_data(target: TargetSession, spec: EnvironmentSpec) -> dict[str, int]:
     Keys are ``table:<region>/<name>`` and ``bucket:<region>/<name>``. Taken at plan time, before the
     deployment, and again after a rollback, which must leave them equal (runbook section 9 step 4).
     """
-    counts: dict[str, int] = {}
-    with transient_errors():
-        for table in spec.resources.tables:
-            region = spec.region_of(table)
-            counts[_count_key("table", region, table.name)] = count_items(target.client("dynamodb", region), table.name)
-        for bucket in spec.resources.buckets:
-            region = spec.region_of(bucket)
+
+    def count(resource: Bucket | Table) -> tuple[str, int]:
+        region = spec.region_of(resource)
+        with transient_errors():
+            if isinstance(resource, Table):
+                return _count_key("table", region, resource.name), count_items(
+                    target.client("dynamodb", region), resource.name
+                )
             s3 = target.client("s3", region)
-            counts[_count_key("bucket", region, bucket.name)] = count_object_versions(s3, bucket.name, target.account)
-    return counts
+            return _count_key("bucket", region, resource.name), count_object_versions(s3, resource.name, target.account)
+
+    resources: list[Bucket | Table] = [*spec.resources.tables, *spec.resources.buckets]
+    return dict(fan_out(count, resources, READ_WORKERS))
 
 
 def _fields_check(state: dict[str, Any] | None, targets: list[dict[str, Any]], what: str) -> tuple[bool, str]:

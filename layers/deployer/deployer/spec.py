@@ -48,7 +48,13 @@ def _no_aws_prefix(tags: dict[str, str]) -> dict[str, str]:
 class Model(BaseModel):
     """Strict camelCase model: unknown keys are errors, so typos never pass silently."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # defer_build: a model's validator is built when it is first used, not at import. Every
+    # function imports this module (through models), few validate a spec; building them all
+    # (two Unicode-class patterns with bounded repeats alone take ~65 ms) would cost every
+    # cold start. pydantic builds a deferred model under a lock, so threads may use them.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, defer_build=True
+    )
 
 
 Tags = Annotated[

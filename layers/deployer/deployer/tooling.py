@@ -1,8 +1,10 @@
 """The tooling account's side: its clients and the stack's resources, from the environment.
 
 Built once per Lambda container; clients are created on first use so a cold start
-pays only for what the function touches. For the same reason the approval gate's
-modules (Slack, interactions) are imported only by the functions that use them.
+pays only for what the function touches. For the same reason the modules behind a
+property (the spec store with its YAML parser and spec models; the approval gate's
+Slack and interactions) are imported by that property, so only the functions that
+use them import them.
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ import boto3
 from deployer import clock
 from deployer.aws import TargetSession, assume_role, retry_config
 from deployer.errors import SlackNotConfigured
-from deployer.models import DeploymentContext
 from deployer.records import RecordStore
 from deployer.resources import WaitConfig
-from deployer.spec import EnvironmentSpec
-from deployer.specstore import SpecStore
 
 if TYPE_CHECKING:
     from deployer.approvals import ApprovalStore
     from deployer.interactions import InteractionContext
+    from deployer.models import DeploymentContext
     from deployer.slack import Slack
+    from deployer.spec import EnvironmentSpec
+    from deployer.specstore import SpecStore
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -82,6 +84,8 @@ class Tooling:
 
     @cached_property
     def specs(self) -> SpecStore:
+        from deployer.specstore import SpecStore
+
         return SpecStore(self.client("s3"), self.specs_bucket)
 
     def spec_for(self, deployment: DeploymentContext) -> EnvironmentSpec:
