@@ -8,6 +8,7 @@ UV_VERSION := 0.13.8
 VENV := .venv
 SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
+AWSCLI_VENV := .venv-awscli
 BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
@@ -40,6 +41,14 @@ $(CHECKOV_VENV)/.installed: $(BIN)/uv requirements-checkov.lock
 	$(BIN)/uv pip sync --quiet --python $(CHECKOV_VENV)/bin/python requirements-checkov.lock
 	@touch $@
 
+# The AWS CLI v1, for bench/runbook_cli.py (the runbook's commands as written): a venv of its own,
+# so its pins never touch ours. Bytecode compiled at install, as pip does: with PYTHONDONTWRITEBYTECODE
+# (exported above) every `aws` call would otherwise recompile its sources.
+$(AWSCLI_VENV)/.installed: $(BIN)/uv requirements-awscli.lock
+	test -x $(AWSCLI_VENV)/bin/python || $(PYTHON) -m venv $(AWSCLI_VENV)
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(AWSCLI_VENV)/bin/python requirements-awscli.lock
+	@touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
@@ -70,7 +79,7 @@ test: install lint build
 	$(BIN)/pytest tests/unit -q
 	$(BIN)/pytest tests/integration tests/e2e -q -n 2 --dist loadfile
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(AWSCLI_VENV)/.installed
 	$(BIN)/python -m bench.run
 
 # The layer must carry the deployer package and arm64 wheels (Architectures: arm64).
@@ -80,4 +89,4 @@ build: $(SAM_VENV)/.installed
 	ls .aws-sam/build/DeployerLayer/python/pydantic_core/ | grep -q aarch64
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(AWSCLI_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

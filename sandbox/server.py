@@ -8,7 +8,8 @@ Three HTTP endpoints on 127.0.0.1:
   (``execute_state_machine``), which invokes Lambda through the same endpoint. Inside
   moto, ``eventbridge_delivery`` delivers events to Lambda targets (with Lambda's
   asynchronous retries and on-failure destinations) and puts Step Functions' execution
-  status changes on the default bus.
+  status changes on the default bus. ``call_counter``, outermost, counts every API call
+  by account, service and operation.
 - ``api``: the template's API Gateway routes (``api_gateway``), stage included.
 - ``slack``: a fake Slack (``fake_slack``) that the functions post to and that records
   every message.
@@ -44,6 +45,7 @@ from sandbox.accounts import (
     install_deployment_roles,
 )
 from sandbox.api_gateway import ApiGateway
+from sandbox.call_counter import CallCounter
 from sandbox.cloudwatch_metrics import DynamoDBMetrics
 from sandbox.dynamodb_replicas import DynamoDBReplicas
 from sandbox.eventbridge_delivery import EventBridgeDelivery
@@ -128,6 +130,8 @@ class Sandbox:
     dynamodb_replicas: DynamoDBReplicas = field(default_factory=DynamoDBReplicas)
     # EventBridge's Lambda targets, Lambda's async retries, Step Functions' status-change events.
     eventbridge: EventBridgeDelivery = field(default_factory=EventBridgeDelivery)
+    # Every AWS API call the endpoint serves, by account, service and operation (benchmarks read it).
+    calls: CallCounter = field(default_factory=CallCounter)
     _servers: list[tuple[BaseWSGIServer, threading.Thread]] = field(default_factory=list)
     _own_log_dir: bool = False
 
@@ -182,7 +186,7 @@ class Sandbox:
             self.faults,
             self.dynamodb_metrics,
         )
-        self._serve(aws, self.port, MotoRequestHandler)
+        self._serve(self.calls.wrap(aws), self.port, MotoRequestHandler)
         # moto's ASL interpreter calls Lambda and the SDK integrations on this port.
         os.environ["MOTO_PORT"] = str(self._servers[0][0].server_port)
         api = ApiGateway(self.runtime, TOOLING_ACCOUNT, self.region)

@@ -13,7 +13,7 @@ def test_concurrent_deployment_of_one_environment_fails_with_lock_held(deploymen
     provision = f"{deployments.sandbox.stack_name}-provision"
     with deployments.sandbox.runtime.paused(provision):  # type: ignore[union-attr]
         first = deployments.start("dev", requested_by="first")
-        wait_for(lambda: "ProvisionRegion" in deployments.states_entered(first), "provisioning to start")
+        wait_for(lambda: "ProvisionShard" in deployments.states_entered(first), "provisioning to start")
         # WHEN a second DEV deployment starts
         second = deployments.finish(deployments.start("dev", requested_by="second"))
     first_result = deployments.finish(first)

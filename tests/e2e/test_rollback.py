@@ -233,7 +233,7 @@ def test_a_new_table_that_received_data_is_retained_by_the_rollback(deployments:
     validate = f"{deployments.sandbox.stack_name}-validate"
     with deployments.sandbox.runtime.paused(validate):  # type: ignore[union-attr]
         arn = deployments.start("e2e-retain")
-        wait_for(lambda: "ValidateRegion" in deployments.states_entered(arn), "validation to start")
+        wait_for(lambda: "ValidateShard" in deployments.states_entered(arn), "validation to start")
         ddb = deployments.target_client("dynamodb")
         ddb.put_item(TableName=new_table, Item={"SiteId": {"S": "early-customer"}})
         fault("validation-writes-fail")
