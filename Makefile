@@ -85,8 +85,12 @@ bench: $(VENV)/.installed $(AWSCLI_VENV)/.installed
 # The layer must carry the deployer package and arm64 wheels (Architectures: arm64).
 build: $(SAM_VENV)/.installed
 	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+	# Lambda's /opt and /var/task are read-only: without bytecode in the package, every cold start
+	# compiles the layer (botocore included) from source. Hash-checked, since zips keep no mtimes.
+	$(PYTHON) -m compileall -q -j 0 --invalidation-mode checked-hash .aws-sam/build
 	test -f .aws-sam/build/DeployerLayer/python/deployer/pipeline.py
 	ls .aws-sam/build/DeployerLayer/python/pydantic_core/ | grep -q aarch64
+	test -f .aws-sam/build/DeployerLayer/python/deployer/__pycache__/pipeline.cpython-312.pyc
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(AWSCLI_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

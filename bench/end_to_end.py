@@ -18,8 +18,8 @@ from deployer_cli.client import Stack
 # Environment, change ticket, who clicks Approve: the runbook's SIT and PROD approvers.
 ENVIRONMENTS: tuple[tuple[str, str | None, list[str]], ...] = (
     ("dev", None, []),
-    ("sit", "CHG-BENCH", ["sit-lead"]),
-    ("prod", "CHG-BENCH", ["senior-engineer-1", "senior-engineer-2"]),
+    ("sit", "CHG-2026", ["sit-lead"]),
+    ("prod", "CHG-2026", ["senior-engineer-1", "senior-engineer-2"]),
 )
 PROD_TARGET_SECONDS = 10.0
 RUNBOOK_MINUTES = {"dev": "10-15", "sit": "20-30", "prod": "45-60"}
@@ -58,6 +58,7 @@ def measure(stack: Stack, reruns: int = 5) -> list[Table]:
         ],
     )
     prod: tuple[float, float] = (0.0, 0.0)
+    prod_succeeded = False
     for environment, ticket, approvers in ENVIRONMENTS:
         first_wall, first = deploy(stack, environment, ticket, approvers)
         again = [deploy(stack, environment, ticket, approvers) for _ in range(reruns)]
@@ -65,7 +66,7 @@ def measure(stack: Stack, reruns: int = 5) -> list[Table]:
         last = again[-1][1]
         statuses = {first["status"], *(r["status"] for _, r in again)}
         if environment == "prod":
-            prod = (first_wall, median(walls))
+            prod, prod_succeeded = (first_wall, median(walls)), statuses == {"SUCCEEDED"}
         table.add(
             environment.upper(),
             RUNBOOK_MINUTES[environment],
@@ -76,7 +77,7 @@ def measure(stack: Stack, reruns: int = 5) -> list[Table]:
             f"{first['mutatingCalls']} / {last['mutatingCalls']}",
             "/".join(sorted(statuses)),
         )
-    verdict = "met" if max(prod) < PROD_TARGET_SECONDS else "missed"
+    verdict = "met" if prod_succeeded and max(prod) < PROD_TARGET_SECONDS else "missed"
     table.notes.append(
         f"Target, PROD under {PROD_TARGET_SECONDS:.0f} s in the sandbox: {verdict} "
         f"(first deployment {prod[0]:.1f} s, unchanged re-run {prod[1]:.1f} s)."

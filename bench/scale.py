@@ -44,6 +44,9 @@ def scale_spec(repo: Path, count: int) -> tuple[str, str]:
     bucket, table = data["resources"]["buckets"][0], data["resources"]["tables"][0]
     data["environment"] = name
     data["tags"]["Environment"] = name
+    # On 2 sandbox cores, hundreds of concurrent round trips through one moto process take over the
+    # default 1 s latency threshold; that measures the sandbox, not the pipeline, so it is raised here.
+    data["policy"].setdefault("rollback", {})["latencyThresholdMs"] = 10_000
     data["resources"] = {
         "buckets": [{**bucket, "name": f"bbws-{name}-bucket-{i:03d}"} for i in range(count)],
         "tables": [{**table, "name": f"Scale{count}-Table-{i:03d}"} for i in range(count)],

@@ -80,6 +80,9 @@ class Worker:
             "AWS_LAMBDA_FUNCTION_NAME": config.name,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            # Lambda sets it; libraries use it to tell they run on Lambda (the X-Ray SDK builds no
+            # botocore clients of its own at import when it is set, as on AWS).
+            "LAMBDA_TASK_ROOT": str(config.code_dir),
             "SANDBOX_FUNCTION_ARN": config.arn,
             "SANDBOX_RESPONSE_FD": str(write_fd),
             "SANDBOX_PYTHONPATH": os.pathsep.join(str(p) for p in (config.code_dir, *config.layer_dirs)),

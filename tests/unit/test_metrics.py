@@ -20,11 +20,11 @@ import time_machine
 import yaml
 
 from deployer import observability
-from deployer.approval_steps import approval_id_for, approval_wait_elapsed, slack_interaction
+from deployer.approval_steps import approval_id_for, approval_wait_elapsed
 from deployer.approvals import ApprovalStore
 from deployer.checks import CheckResult
 from deployer.errors import ApprovalExpired, ValidationFailed
-from deployer.interactions import InteractionContext
+from deployer.interactions import InteractionContext, slack_interaction
 from deployer.observability import logger, metrics, step_handler
 from deployer.pipeline import record_outcome, validate
 from deployer.resources import WaitConfig

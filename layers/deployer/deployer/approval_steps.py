@@ -18,7 +18,6 @@ from deployer import clock
 from deployer.approvals import Approval, ApprovalStore, deliver_decision
 from deployer.errors import ApprovalExpired, PlanChangedSinceApproval
 from deployer.events import APPROVAL_REQUESTED, publish
-from deployer.interactions import handle_interaction
 from deployer.models import ApprovalRequestEvent, DeploymentContext, DeploymentEvent, VerifyPlanEvent, parse_event
 from deployer.observability import record_approval_wait
 from deployer.plan import plan_environment
@@ -168,8 +167,3 @@ def verify_plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             f"now {current.hash}: {current.summary()}); nothing was changed, start a new deployment to re-approve"
         )
     return {"planHash": current.hash}
-
-
-def slack_interaction(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
-    """POST /slack/interactions: an API Gateway proxy event in, a proxy response out."""
-    return handle_interaction(event, tooling.interaction_context())

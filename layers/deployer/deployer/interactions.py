@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer.approvals import (
     Approval,
@@ -40,6 +40,9 @@ from deployer.slack import (
     summary_text,
     verify_request,
 )
+
+if TYPE_CHECKING:
+    from deployer.tooling import Tooling
 
 REFUSALS = ("not_authorized", "self_approval")
 STATUS_OUTCOMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "replayed"}
@@ -153,3 +156,8 @@ def _update(
     ts = approval.message_ts or (interaction.message_ts if interaction.channel_id == approval.channel else None)
     if ts:
         ctx.slack.update(approval.channel, ts, summary_text(approval, votes), blocks)
+
+
+def slack_interaction(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
+    """POST /slack/interactions: an API Gateway proxy event in, a proxy response out."""
+    return handle_interaction(event, tooling.interaction_context())
