@@ -265,8 +265,9 @@ def import_table(functions_dir: Path, layer_dir: Path, runs: int) -> Table:
         "(app, deployer.*) by their own time, which is mostly building pydantic models; every other package by "
         "its cumulative time where our code first imports it. A module two packages share is charged to the "
         "first one that imports it (botocore's urllib3 may show under boto3 or aws_xray_sdk).",
-        "`+ compile ms without .pyc`: `sam build` installs the layer from wheels without compiling them, and "
-        "Lambda's /opt is read-only, so on AWS every cold start compiles each imported layer module from source "
+        "`+ compile ms without .pyc`: what each cold start would add if the package held no bytecode. "
+        "Lambda's /opt is read-only and `sam build` alone installs the layer's wheels without compiling them, "
+        "so `make build` compiles the build (checked-hash .pyc) and AWS does not pay this "
         f"({len(packages)} top-level packages: deployer and requirements.txt's distributions with their "
         "dependencies, botocore included). Measured as the CPU time of compile() on those modules' sources "
         "after the import.",
@@ -367,13 +368,12 @@ def first_invocation_table(repo: Path = REPO) -> Table:
         "HTTP ms is the whole round trip the caller sees: API Gateway emulation, worker process start "
         "(interpreter start-up, import), invocation and answer. For the Slack click this is what must fit "
         f"in Slack's {SLACK_DEADLINE_MS / 1000:g} s, on 1024 MB on AWS.",
-        "The sandbox's workers differ from Lambda in two ways that make their imports slower, not faster: "
-        "the sandbox sets POWERTOOLS_TRACE_DISABLED (no X-Ray daemon runs there) but not LAMBDA_TASK_ROOT, "
-        "so the X-Ray SDK, which Powertools imports even when tracing is off, believes it is not on Lambda "
-        "and builds its centralized-sampling botocore clients at import. slack_interactions imports in "
-        f"{sandbox_ms:.0f} ms of CPU in the sandbox's environment against {lambda_ms:.0f} ms in Lambda's "
-        "(median of 5 each). And moto runs in the same machine: Map states start several workers of one "
-        "function at once (provision, validate) beside it, so those first invocations share the CPUs.",
+        "The sandbox's workers have Lambda's variables (LAMBDA_TASK_ROOT included, without which the X-Ray SDK "
+        "builds botocore clients of its own at import) plus POWERTOOLS_TRACE_DISABLED, as no X-Ray daemon runs "
+        f"there: slack_interactions imports in {sandbox_ms:.0f} ms of CPU in the sandbox's environment against "
+        f"{lambda_ms:.0f} ms in Lambda's (median of 5 each). And moto runs on the same machine: Map states "
+        "start several workers of one function at once (provision, validate) beside it, so those first "
+        "invocations share the CPUs.",
         f"Outcomes: {'; '.join(outcomes)}.",
     ]
     return table
@@ -383,7 +383,7 @@ def _sandbox_environment_import(repo: Path, name: str, runs: int = 5) -> tuple[f
     """CPU ms of one function's import in Lambda's environment, and in the sandbox's (medians)."""
     function_dir, layer_dir = repo / "functions" / name, repo / "layers" / "deployer"
     on_lambda = lambda_environment(function_dir, function_environments(repo / "template.yaml", [name])[name])
-    in_sandbox = {k: v for k, v in on_lambda.items() if k != "LAMBDA_TASK_ROOT"} | {"POWERTOOLS_TRACE_DISABLED": "true"}
+    in_sandbox = on_lambda | {"POWERTOOLS_TRACE_DISABLED": "true"}
     cpu: dict[str, list[float]] = {"lambda": [], "sandbox": []}
     for _ in range(runs):
         for label, env in (("lambda", on_lambda), ("sandbox", in_sandbox)):

@@ -188,6 +188,13 @@ def _model(
         f"With ShardSize 10 and {MAP_CONCURRENCY} shards at a time, up to {10 * MAP_CONCURRENCY} resources per region "
         "provision in one wave, as long as the slowest of them; beyond that, each further wave adds one slowest "
         "resource. Planning reads 16 resources at a time in one function.",
+        "Largest spec for one execution, limit by limit: the 25,000-event history allows the number in the "
+        "first table's note; Plan's 300 s timeout at 16 reads in flight and about 6 reads of 50-150 ms per "
+        "resource allows roughly 300 / (6 x 0.1 / 16) = 8,000 resources; the deployment context carries one "
+        "25-byte entry per shard, far below the 256 KB payload limit; the record spills large fields. So one "
+        "execution handles about 8,000 resources, Plan's timeout being the first limit: more than the "
+        "2,500 tables a region holds at the default quota, fewer than the 10,000 buckets an account may; "
+        "beyond that, planning would have to be sharded like provisioning.",
     ]
     return table
 
