@@ -44,7 +44,6 @@ def signed_request(
     """
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"not an HTTP URL: {url}")
-    url = _canonical_query(url)
     send = {"Accept": "application/json", **(headers or {})}
     data: bytes | None
     if body is None:
@@ -56,11 +55,7 @@ def signed_request(
     else:
         data = json.dumps(body).encode()
         send.setdefault("Content-Type", "application/json")
-    request = AWSRequest(method=method.upper(), url=url, data=data, headers=send)
-    # Sign exactly the Host header that is sent (botocore would drop a default port the URL names).
-    request.headers["Host"] = urlsplit(url).netloc
-    SigV4Auth(_credentials(credentials), SERVICE, region).add_auth(request)
-    signed = dict(request.headers.items())
+    url, signed = sign(credentials, method, url, region, data=data, headers=send)
     outgoing = urllib.request.Request(url, data=data, headers=signed, method=method.upper())  # noqa: S310 - http(s) only
     try:
         with urllib.request.urlopen(outgoing, timeout=timeout) as response:  # noqa: S310 - http(s) only
@@ -68,6 +63,24 @@ def signed_request(
     except urllib.error.HTTPError as error:
         with error:
             return _answer(error.code, error.headers, error.read())
+
+
+def sign(
+    credentials: boto3.Session | Credentials | ReadOnlyCredentials,
+    method: str,
+    url: str,
+    region: str,
+    *,
+    data: bytes | None,
+    headers: dict[str, str],
+) -> tuple[str, dict[str, str]]:
+    """The URL to send (its query spelled canonically) and the headers with the SigV4 signature added."""
+    url = _canonical_query(url)
+    request = AWSRequest(method=method.upper(), url=url, data=data, headers=headers)
+    # Sign exactly the Host header that is sent (botocore would drop a default port the URL names).
+    request.headers["Host"] = urlsplit(url).netloc
+    SigV4Auth(_credentials(credentials), SERVICE, region).add_auth(request)
+    return url, dict(request.headers.items())
 
 
 def _canonical_query(url: str) -> str:

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 import schemathesis
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings
 
 from deployer_cli import client
 from deployer_cli.client import Stack
-from deployer_cli.signing import ApiResponse, signed_request
+from deployer_cli.signing import ApiResponse, sign, signed_request
 from sandbox.accounts import TOOLING_ACCESS_KEY, TOOLING_SECRET_KEY
 from sandbox.server import Sandbox
 from tests.sandbox_fixtures import REPO, Deployments, deployer, wait_for
@@ -160,19 +157,16 @@ def test_the_cli_deploys_through_the_api_and_a_rerun_with_its_token_deploys_noth
 
 
 class SigV4(requests.auth.AuthBase):
-    """requests' auth hook for schemathesis' calls, signing as `deployer_cli.signing` does."""
+    """requests' auth hook for schemathesis' calls, signing as `deployer run --via-api` does."""
 
     def __call__(self, prepared: requests.PreparedRequest) -> requests.PreparedRequest:
         assert prepared.url is not None
-        # SigV4's canonical query encodes a space as %20, never requests' "+".
-        url = prepared.url.replace("+", "%20")
-        headers = {"Host": urlsplit(url).netloc}
-        if "Content-Type" in prepared.headers:
-            headers["Content-Type"] = prepared.headers["Content-Type"]
-        signed = AWSRequest(method=prepared.method, url=url, data=prepared.body, headers=headers)
-        SigV4Auth(CREDENTIALS, "execute-api", "af-south-1").add_auth(signed)
-        prepared.url = url
-        prepared.headers.update(dict(signed.headers.items()))
+        headers = {k: v for k, v in prepared.headers.items() if k.lower() == "content-type"}
+        body = prepared.body.encode() if isinstance(prepared.body, str) else prepared.body
+        prepared.url, signed = sign(
+            CREDENTIALS, str(prepared.method), prepared.url, "af-south-1", data=body, headers=headers
+        )
+        prepared.headers.update(signed)
         return prepared
 
 

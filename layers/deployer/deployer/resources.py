@@ -104,8 +104,10 @@ def read_bucket(s3: Any, name: str, account: str) -> dict[str, Any] | None:
     since its configuration has to be read through that region's endpoint.
     """
     region = bucket_region(s3, name, account)
-    if region is None or region != s3.meta.region_name:
-        return None if region is None else {"region": region}
+    if region is None:
+        return None
+    if region != s3.meta.region_name:
+        return {"region": region}
     with transient_errors():
         versioning = s3.get_bucket_versioning(Bucket=name).get("Status", "Disabled")
         pab = _or_default(lambda: s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"], {})
