@@ -55,15 +55,12 @@ starts a sandbox and prints them.
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
-from zoneinfo import ZoneInfo
 
 from bench.tables import Table
 from deployer.aws import READ_ONLY_PREFIXES
@@ -76,8 +73,6 @@ from sandbox.call_counter import Call
 from sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
-# Inside PROD's window (Mon-Thu 09:00-15:00 Africa/Johannesburg): Tuesday 1 December 2026, 10:00.
-INSIDE_PROD_WINDOW = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Africa/Johannesburg"))
 
 Op = tuple[str, str]  # (service, operation)
 PHASES = (
@@ -363,13 +358,8 @@ def measure_run(sandbox: Sandbox, stack: Stack, run: Run) -> Measured:
 def measure(sandbox: Sandbox) -> list[Table]:
     """Deploy DEV (first, unchanged re-run), SIT, then PROD (first, unchanged re-run); the tables."""
     stack = Stack.discover(sandbox.session(), sandbox.stack_name, sandbox.region, sandbox.endpoint)
-    offset = sandbox.time_offset_seconds
-    sandbox.travel(INSIDE_PROD_WINDOW)
-    try:
-        measured = [measure_run(sandbox, stack, run) for run in RUNS]
-    finally:
-        sandbox.travel(datetime.fromtimestamp(time.time() + offset, UTC))
-    return tables(measured)
+    sandbox.travel_to_window("prod")
+    return tables([measure_run(sandbox, stack, run) for run in RUNS])
 
 
 # ---------------------------------------------------------------- reporting

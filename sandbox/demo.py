@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 import time
 from argparse import Namespace
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,8 +18,6 @@ from deployer_cli import client, main
 from deployer_cli.client import Stack
 from sandbox.accounts import TARGET_ACCOUNTS, account_session
 from sandbox.server import Sandbox
-
-DEMO_TIME = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Africa/Johannesburg"))  # a Tuesday
 
 
 def _section(title: str) -> None:
@@ -69,10 +66,12 @@ def show_slack(sandbox: Sandbox, channel: str) -> None:
 def run() -> int:
     started = time.monotonic()
     _section("starting the sandbox (moto server + the stack from template.yaml)")
-    # PROD deploys only inside its window (Mon-Thu 09:00-15:00 Johannesburg): the functions see this time.
-    with Sandbox(time=DEMO_TIME) as sandbox:
+    with Sandbox() as sandbox:
+        # PROD deploys only inside its window (Mon-Thu 09:00-15:00 Johannesburg): the functions' clock
+        # moves to its next opening, whatever day the demo runs.
+        opens = sandbox.travel_to_window("prod")
         print(f"  endpoint {sandbox.endpoint}, stack {sandbox.stack_name}, logs {sandbox.log_dir}")
-        print(f"  simulated time {DEMO_TIME.isoformat()} (inside PROD's deployment window)")
+        print(f"  simulated time {opens.astimezone(ZoneInfo('Africa/Johannesburg')).isoformat()} (PROD's window opens)")
         stack = client.Stack.discover(sandbox.session(), sandbox.stack_name, sandbox.region, sandbox.endpoint)
         first = deploy(stack, "DEV deployment (runbook sections 3, 4 and 7)")
         _section("what is now in the DEV account (536580886816)")

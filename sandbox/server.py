@@ -27,7 +27,7 @@ import threading
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ import boto3
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from deployer.spec import load_spec_file
 from deployer.specstore import SpecStore
+from deployer.windows import first_opening
 from sandbox import s3_ownership, sfn_names
 from sandbox.accounts import (
     TARGET_ACCOUNTS,
@@ -194,7 +196,7 @@ class Sandbox:
         self._serve(self.slack, 0)
         self.runtime.base_env.update(self._function_env())
         if self.time is not None:
-            self.travel(self.time)
+            self._set_clock(self.time)
         # moto's backends are per process: a new sandbox starts from nothing.
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).close()  # noqa: S310
         self._install(api)
@@ -205,8 +207,32 @@ class Sandbox:
         assert self.runtime is not None
         return float(self.runtime.base_env.get("SANDBOX_TIME_OFFSET_SECONDS", "0"))
 
+    def now(self) -> datetime:
+        """The time the functions see now (UTC)."""
+        return datetime.now(UTC) + timedelta(seconds=self.time_offset_seconds)
+
     def travel(self, to: datetime) -> None:
-        """Move the functions' clock to ``to`` (ticking on from there): warm workers are recycled."""
+        """Move the functions' clock forward to ``to`` (ticking on from there): warm workers are recycled.
+
+        Only forward: records are ordered by the time the functions see, so a clock turned back
+        would list later deployments behind earlier ones.
+        """
+        if to < self.now():
+            raise ValueError(
+                f"the sandbox's clock only moves forward: {to.isoformat()} is before its now, {self.now().isoformat()}"
+            )
+        self._set_clock(to)
+
+    def travel_to_window(self, environment: str) -> datetime:
+        """Move the functions' clock to the next opening of the environment's deployment window; return it."""
+        window = load_spec_file(self.repo / "environments" / f"{environment}.yaml").policy.window
+        opens = first_opening(window, self.now()) if window else None
+        if opens is None:
+            raise ValueError(f"environment {environment} has no deployment window that opens again")
+        self.travel(opens)
+        return opens
+
+    def _set_clock(self, to: datetime) -> None:
         assert self.runtime is not None
         offset = (to - datetime.now(UTC)).total_seconds()
         self.runtime.base_env["SANDBOX_TIME_OFFSET_SECONDS"] = f"{offset:.3f}"

@@ -10,10 +10,8 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
@@ -27,8 +25,6 @@ from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCESS_KEY, TOOLING_SECRET
 from sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
-# Inside PROD's window (Mon-Thu 09:00-15:00 Africa/Johannesburg): Tuesday 1 December 2026, 10:00.
-INSIDE_PROD_WINDOW = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Africa/Johannesburg"))
 EVENTS = REPO / "events"
 DEV = TARGET_ACCOUNTS["dev"]
 

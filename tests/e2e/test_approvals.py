@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.sandbox_fixtures import INSIDE_PROD_WINDOW, TARGET_ACCOUNTS, Deployments, EventCapture
+from tests.sandbox_fixtures import TARGET_ACCOUNTS, Deployments, EventCapture
 
 SIT_BUCKET = "bbws-sit-data-bucket"
 
@@ -130,7 +130,7 @@ def test_plan_that_drifts_after_approval_stops_before_applying(deployments: Depl
 
 def test_prod_needs_two_distinct_approvers_and_never_the_requester(deployments: Deployments) -> None:
     # GIVEN a PROD deployment (inside its window; SIT ran this spec above) requested by an approver
-    deployments.sandbox.travel(INSIDE_PROD_WINDOW)
+    deployments.sandbox.travel_to_window("prod")
     arn = deployments.start("prod", requested_by="senior-engineer-1", change_ticket="CHG-200")
     approval = deployments.approval(arn)
     assert approval.required == 2

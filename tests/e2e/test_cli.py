@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from deployer_cli import main
-from tests.sandbox_fixtures import INSIDE_PROD_WINDOW, REPO, Deployments, deployer
+from tests.sandbox_fixtures import REPO, Deployments, deployer
 
 
 def test_run_json_prints_exactly_one_object_and_exits_zero_on_success(deployments: Deployments) -> None:
@@ -56,7 +56,7 @@ def test_sit_approved_from_the_command_line(deployments: Deployments) -> None:
 
 def test_prod_with_two_approvers_from_the_command_line(deployments: Deployments) -> None:
     # GIVEN SIT succeeded with this spec (above), and it is inside PROD's window
-    deployments.sandbox.travel(INSIDE_PROD_WINDOW)
+    deployments.sandbox.travel_to_window("prod")
     # WHEN PROD runs with two approvers clicking
     completed = deployer(
         deployments, "run", "--env", "prod", "--change-ticket", "CHG-4", "--requested-by", "alice",
@@ -76,7 +76,7 @@ def test_prod_with_two_approvers_from_the_command_line(deployments: Deployments)
 
 def test_approve_command_clicks_through_the_api(deployments: Deployments) -> None:
     # GIVEN a PROD deployment (inside its window; SIT ran this spec above) waiting for its two approvals
-    deployments.sandbox.travel(INSIDE_PROD_WINDOW)
+    deployments.sandbox.travel_to_window("prod")
     arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-3")
     approval = deployments.approval(arn)
     # WHEN two approvers approve with `deployer approve`

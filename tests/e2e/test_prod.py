@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
+from typing import Any
 
-from tests.sandbox_fixtures import INSIDE_PROD_WINDOW, TARGET_ACCOUNTS, Deployments, EventCapture, wait_for
+from deployer.spec import DeploymentWindow
+from deployer.windows import first_opening
+from tests.sandbox_fixtures import TARGET_ACCOUNTS, Deployments, EventCapture, wait_for
 
 PROD = TARGET_ACCOUNTS["prod"]
-JOHANNESBURG = ZoneInfo("Africa/Johannesburg")
-INSIDE_WINDOW = INSIDE_PROD_WINDOW
+
+
+def next_local(deployments: Deployments, weekday: str, clock: str, after: timedelta = timedelta(0)) -> datetime:
+    """The next ``weekday`` at ``clock`` in Johannesburg, at least ``after`` past the sandbox's now."""
+    window: dict[str, Any] = {"timeZone": "Africa/Johannesburg", "weekdays": [weekday], "start": clock}
+    moment = first_opening(DeploymentWindow.model_validate(window), deployments.sandbox.now() + after)
+    assert moment is not None
+    return moment
 
 
 def deploy_prod(deployments: Deployments, **kwargs: object) -> dict[str, object]:
@@ -21,7 +29,7 @@ def deploy_prod(deployments: Deployments, **kwargs: object) -> dict[str, object]
 
 
 def test_prod_is_refused_until_sit_ran_the_same_spec(deployments: Deployments) -> None:
-    deployments.sandbox.travel(INSIDE_WINDOW)
+    deployments.sandbox.travel_to_window("prod")
     # GIVEN SIT never ran this resources spec
     # WHEN PROD is deployed
     refused = deployments.run("prod", requested_by="alice", change_ticket="CHG-299")
@@ -121,11 +129,11 @@ def test_paused_replication_fails_the_replication_checks_naming_the_resource(dep
 
 def test_outside_the_window_beyond_max_wait_fails(deployments: Deployments) -> None:
     # GIVEN it is Saturday in Johannesburg; the window opens Monday, beyond maxWaitHours (2)
-    deployments.sandbox.travel(datetime(2026, 12, 5, 11, 0, tzinfo=JOHANNESBURG))
+    deployments.sandbox.travel(next_local(deployments, "sat", "11:00"))
     try:
         result = deploy_prod(deployments)
     finally:
-        deployments.sandbox.travel(INSIDE_WINDOW)
+        deployments.sandbox.travel_to_window("prod")
     # THEN it ends OutsideDeploymentWindow after approval, having changed nothing
     assert result["status"] == "FAILED"
     assert result["error"] == "OutsideDeploymentWindow"
@@ -135,7 +143,7 @@ def test_outside_the_window_beyond_max_wait_fails(deployments: Deployments) -> N
 
 def test_inside_the_wait_limit_waits_for_the_window_then_proceeds(deployments: Deployments) -> None:
     # GIVEN an environment whose window opens a few seconds from now (simulated), within maxWaitHours
-    opens = datetime(2026, 12, 7, 9, 0, tzinfo=JOHANNESBURG)  # a Monday
+    opens = next_local(deployments, "mon", "09:00", after=timedelta(minutes=1))
     window = {"timeZone": "Africa/Johannesburg", "weekdays": ["mon"], "start": "09:00", "end": "10:00"}
     deployments.spec(
         "e2e-window",
@@ -146,7 +154,7 @@ def test_inside_the_wait_limit_waits_for_the_window_then_proceeds(deployments: D
     try:
         result = deployments.run("e2e-window")
     finally:
-        deployments.sandbox.travel(INSIDE_WINDOW)
+        deployments.sandbox.travel_to_window("prod")
     # THEN it waited for the window, checked again, and deployed
     assert result["status"] == "SUCCEEDED", result
     states = deployments.states_entered(result["executionArn"])
@@ -156,7 +164,7 @@ def test_inside_the_wait_limit_waits_for_the_window_then_proceeds(deployments: D
 
 
 def test_schedule_with_too_little_notice_is_refused(deployments: Deployments) -> None:
-    soon = INSIDE_WINDOW + timedelta(hours=1)
+    soon = deployments.sandbox.now() + timedelta(hours=1)
     result = deployments.run("prod", requested_by="alice", change_ticket="CHG-301", scheduled_for=soon)
     assert result["status"] == "FAILED"
     assert result["error"] == "ScheduleRefused"
@@ -168,9 +176,8 @@ def test_scheduled_deployment_is_announced_then_waits_for_its_time(
 ) -> None:
     # GIVEN an environment that needs no notice, scheduled a few seconds ahead
     deployments.spec("e2e-scheduled", resources={"buckets": [{"name": "bbws-e2e-scheduled-bucket"}]})
-    deployments.sandbox.travel(datetime.now(UTC))
-    # Far enough ahead that a slow, loaded machine still starts it before its time.
-    at = datetime.now(UTC) + timedelta(seconds=10)
+    # Far enough ahead (on the functions' clock) that a slow, loaded machine still starts it before its time.
+    at = deployments.sandbox.now() + timedelta(seconds=10)
     # WHEN it is started
     arn = deployments.start("e2e-scheduled", scheduled_for=at, change_ticket="CHG-302")
     # THEN the window is announced at once, and nothing is applied before the scheduled time
@@ -183,4 +190,3 @@ def test_scheduled_deployment_is_announced_then_waits_for_its_time(
     assert announced
     assert announced[0]["detail"]["changeTicket"] == "CHG-302"
     assert announced[0]["detail"]["expectedDowntime"] == "none"
-    deployments.sandbox.travel(INSIDE_WINDOW)

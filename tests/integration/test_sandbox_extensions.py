@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from deployer.spec import load_spec_file
+from deployer.windows import window_status
 from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCOUNT, account_session
 from sandbox.lambda_runtime import FunctionConfig
 from sandbox.server import Sandbox
@@ -252,6 +255,8 @@ PROBE_HANDLER = textwrap.dedent(
             return {"a set": {1, 2}}
         if action == "exit":
             sys.exit(3)
+        if action == "now":
+            return time.time()
         return {"function": context.function_name}
     '''
 )
@@ -610,3 +615,22 @@ def test_accounts_the_deployment_role_is_not_in_the_tooling_account(sandbox: San
     # Accounts are separate: the role exists only where it was installed.
     error = _error(lambda: sandbox.client("iam").get_role(RoleName=sandbox.outputs["DeploymentRoleName"]))
     assert error.response["Error"]["Code"] == "NoSuchEntity"
+
+
+def test_functions_clock_moves_only_forward_to_a_window_derived_from_now(
+    sandbox: Sandbox, register: Callable[..., str], invoke: Callable[..., Invoked]
+) -> None:
+    # WHEN the sandbox's clock moves to PROD's next window
+    before = datetime.now(UTC)
+    opens = sandbox.travel_to_window("prod")
+    # THEN that is the next opening after now, and a function sees it (ticking on from there), inside the window
+    window = load_spec_file(REPO / "environments" / "prod.yaml").policy.window
+    assert opens > before
+    assert window_status(window, opens).open
+    assert not window_status(window, opens - timedelta(minutes=1)).open
+    seen = datetime.fromtimestamp(invoke(register("probe-clock"), {"action": "now"}).payload, UTC)
+    assert opens <= seen < opens + timedelta(minutes=5)
+    # AND it never turns back, which would list later records behind earlier ones
+    with pytest.raises(ValueError, match="only moves forward"):
+        sandbox.travel(opens - timedelta(seconds=1))
+    assert sandbox.now() >= opens

@@ -17,6 +17,7 @@ from deployer.windows import (
     announcement,
     decide_window,
     describe_window,
+    first_opening,
     validate_schedule,
     window_status,
 )
@@ -396,3 +397,21 @@ def test_announcement_without_a_window_lasts_thirty_minutes(spec: EnvironmentSpe
     }
     assert detail["windowStartLocal"] == "2026-11-30T23:45:00+00:00"
     assert (detail["allowedWindow"], detail["changeTicket"], detail["rollbackEstimateMinutes"]) == (None, None, 20)
+
+
+def test_first_opening_skips_an_open_window_and_non_deployment_days() -> None:
+    # GIVEN PROD's window, open on Monday 2026-11-30 10:00 local
+    # WHEN asked for the first opening from inside it, and from Thursday evening
+    # THEN it is the start of the next whole window: Tuesday 09:00, and Monday 09:00 after the weekend
+    assert first_opening(window(), MONDAY_0900 + timedelta(hours=1)) == MONDAY_0900 + timedelta(days=1)
+    assert first_opening(window(), utc(2026, 11, 26, 14)) == MONDAY_0900
+    # AND an opening instant itself counts
+    assert first_opening(window(), MONDAY_0900) == MONDAY_0900
+
+
+def test_first_opening_skips_blackout_dates_and_is_none_when_the_window_never_opens() -> None:
+    # GIVEN 2026-12-24 (Thursday) is a blackout date: from Wednesday's close the next opening is Monday the 28th
+    assert first_opening(window(), utc(2026, 12, 23, 14)) == utc(2026, 12, 28, 7)
+    # GIVEN a Thursday-only window with every Thursday of the next 60 weeks blacked out THEN it never opens
+    thursdays = [date(2026, 12, 24) + timedelta(weeks=n) for n in range(60)]
+    assert first_opening(window(weekdays=["thu"], blackoutDates=thursdays), utc(2026, 12, 23)) is None

@@ -74,6 +74,18 @@ def window_status(window: DeploymentWindow | None, now: datetime) -> WindowStatu
     return WindowStatus(False, None, None, _closed_reason(window, now.astimezone(zone)))
 
 
+def first_opening(window: DeploymentWindow, after: datetime) -> datetime | None:
+    """The first instant (UTC) at or after ``after`` at which ``window`` opens; None if it never does.
+
+    Unlike ``window_status``, an open window does not count: this is the start of a whole window.
+    """
+    _require_aware("after", after)
+    after = after.astimezone(UTC)
+    zone = ZoneInfo(window.time_zone)
+    first_day = after.astimezone(zone).date()
+    return next((opens for opens, _ in _openings(window, zone, first_day) if opens >= after), None)
+
+
 def decide_window(window: DeploymentWindow | None, now: datetime, waited_since: datetime) -> WindowDecision:
     """Proceed inside the window; outside it, wait if it opens within maxWaitHours of ``waited_since``.
 
