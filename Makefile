@@ -70,6 +70,7 @@ lint: install
 	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --framework github_actions -d .github/workflows
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region af-south-1
 	$(BIN)/python -m scripts.check_asl
+	$(BIN)/python -m scripts.check_workflows
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit -q

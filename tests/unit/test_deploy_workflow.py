@@ -1,0 +1,136 @@
+"""The deploy workflow tells the truth: its deploy step fails when the deployment fails, keeps the outcome,
+and its AWS session lasts as long as the job may.
+
+The step's script is run as GitHub runs it, with a `deployer` stub whose outcome and exit status come from
+the real CLI's reporting (`deployer_cli.main._report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sandbox.template import load_template
+from scripts import check_workflows
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOW = REPO / ".github" / "workflows" / "deploy.yml"
+DEPLOY_STEP = "Deploy through the API and wait for the outcome"
+# How GitHub runs a `run:` step on Linux, by its `shell:` (docs: "Using a specific shell"); none is `bash -e`.
+GITHUB_SHELLS: dict[str | None, list[str]] = {
+    None: ["bash", "-e"],
+    "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail"],
+    "sh": ["sh", "-e"],
+}
+STUB = """#!{python}
+import json, sys
+from argparse import Namespace
+from deployer_cli.main import _report
+with open("args.json", "w") as f:
+    json.dump(sys.argv[1:], f)
+sys.exit(_report(Namespace(json=True), {{"status": {status!r}, "environment": "prod", "deploymentId": "prod-1"}}))
+"""
+
+
+def workflow() -> dict[str, Any]:
+    return dict(yaml.safe_load(WORKFLOW.read_text()))
+
+
+def deploy_step() -> dict[str, Any]:
+    steps = workflow()["jobs"]["deploy"]["steps"]
+    return next(s for s in steps if s.get("name") == DEPLOY_STEP)
+
+
+def run_step(tmp_path: Path, status: str, **inputs: str) -> subprocess.CompletedProcess[str]:
+    """The deploy step's script, in a checkout whose `.venv/bin/deployer` reports ``status``."""
+    step = deploy_step()
+    stub = tmp_path / ".venv" / "bin" / "deployer"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(STUB.format(python=sys.executable, status=status))
+    stub.chmod(0o755)
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "prod",
+        "CHANGE_TICKET": "",
+        "SCHEDULED_FOR": "",
+        "ACTOR": "octocat",
+        "RUN_ID": "42",
+        "GITHUB_SHA": "0123abc",
+        **inputs,
+    }
+    shell = GITHUB_SHELLS[step.get("shell")]
+    return subprocess.run([*shell, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("status", ["FAILED", "ROLLED_BACK", "ROLLBACK_FAILED"])
+def test_a_failed_deployment_fails_the_step_and_its_outcome_is_kept(tmp_path: Path, status: str) -> None:
+    # WHEN the deployment ends badly
+    completed = run_step(tmp_path, status)
+    # THEN the step fails, and deployment.json (the artifact) still holds the outcome
+    assert completed.returncode == 1, completed.stderr
+    assert json.loads((tmp_path / "deployment.json").read_text())["status"] == status
+
+
+def test_a_successful_deployment_passes_with_the_inputs_passed_on(tmp_path: Path) -> None:
+    completed = run_step(tmp_path, "SUCCEEDED", CHANGE_TICKET="CHG-9", SCHEDULED_FOR="2030-01-07T09:00:00+02:00")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads((tmp_path / "deployment.json").read_text())["status"] == "SUCCEEDED"
+    args = json.loads((tmp_path / "args.json").read_text())
+    assert args[:3] == ["run", "--aws", "--via-api"]
+    assert args[args.index("--client-token") + 1] == "gh-42-prod"
+    assert args[args.index("--requested-by") + 1] == "github:octocat"
+    assert args[args.index("--change-ticket") + 1] == "CHG-9"
+    assert args[args.index("--at") + 1] == "2030-01-07T09:00:00+02:00"
+
+
+def test_empty_optional_inputs_are_not_passed(tmp_path: Path) -> None:
+    assert run_step(tmp_path, "SUCCEEDED").returncode == 0
+    args = json.loads((tmp_path / "args.json").read_text())
+    assert "--change-ticket" not in args
+    assert "--at" not in args
+
+
+def test_the_outcome_is_uploaded_even_when_the_step_failed() -> None:
+    steps = workflow()["jobs"]["deploy"]["steps"]
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()"
+    assert upload["with"]["path"] == "deployment.json"
+
+
+def test_the_ci_session_lasts_as_long_as_the_job() -> None:
+    # GIVEN the job's timeout (a PROD approval alone may take 120 minutes)
+    job = workflow()["jobs"]["deploy"]
+    job_seconds = int(job["timeout-minutes"]) * 60
+    credentials = next(s for s in job["steps"] if "configure-aws-credentials" in str(s.get("uses", "")))
+    role = load_template(REPO / "template.yaml")["Resources"]["GitHubCiRole"]["Properties"]
+    # THEN the session asked for, and the role's maximum, cover it
+    assert int(credentials["with"]["role-duration-seconds"]) >= job_seconds
+    assert int(role["MaxSessionDuration"]) >= int(credentials["with"]["role-duration-seconds"])
+    assert int(role["MaxSessionDuration"]) <= 43200  # IAM's upper bound
+
+
+def test_actionlint_reports_what_the_configuration_does_not_explain(tmp_path: Path) -> None:
+    # GIVEN a workflow with a configured label, the `vars` context, an unknown label and an unknown property
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n"
+        "  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo ${{ vars.X }}\n"
+        "  b:\n    runs-on: windows-3000\n    steps:\n      - run: echo ${{ github.no_such_thing }}\n"
+    )
+    # WHEN the lint runs
+    found = check_workflows.problems(check_workflows.lint([bad]), check_workflows.known_labels())
+    # THEN only the two real problems are reported, each with its place
+    assert len(found) == 2, found
+    assert any('label "windows-3000" is unknown' in p and ":8:" in p for p in found)
+    assert any('"no_such_thing" is not defined' in p and ":10:" in p for p in found)
+    # AND the project's workflows are clean
+    assert check_workflows.problems(check_workflows.lint([WORKFLOW]), check_workflows.known_labels()) == []
