@@ -11,6 +11,7 @@ import requests
 import schemathesis
 from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from deployer_cli import client
 from deployer_cli.client import Stack
@@ -173,16 +174,26 @@ class SigV4(requests.auth.AuthBase):
 def test_the_api_keeps_to_its_openapi_document(api: str) -> None:
     # positive_data_acceptance is left out: the document cannot say that an environment must
     # have a spec, or a commit must have been pushed, so schema-valid requests may be 400/404.
+    # Negative cases (data the document forbids) must be refused with a 4xx, never a 5xx.
     schema = schemathesis.openapi.from_path(REPO / "openapi.yaml")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert {o.label for o in operations} == {"POST /deployments", "GET /deployments", "GET /deployments/{id}"}
-    for operation in operations:
+    operations = {result.ok().label: result.ok() for result in schema.get_all_operations()}
+    assert set(operations) == {"POST /deployments", "GET /deployments", "GET /deployments/{id}"}
+    excluded = [schemathesis.checks.positive_data_acceptance]
+    for operation in operations.values():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def conforms(case: Any) -> None:
-            case.call_and_validate(
-                base_url=api, auth=SigV4(), excluded_checks=[schemathesis.checks.positive_data_acceptance]
-            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def conforms(case: Any) -> None:
+                case.call_and_validate(base_url=api, auth=SigV4(), excluded_checks=excluded)
 
-        conforms()
+            conforms()
+
+    # AND the inputs that once answered 500: a Unicode digit as the limit, a body nested 10,000 deep
+    unicode_digit = operations["GET /deployments"].Case(query={"environment": "dev", "limit": "²"})
+    deep = b"[" * 10_000  # 10,000 deep within the 16 KiB limit
+    nested = operations["POST /deployments"].Case(body=deep, media_type="application/octet-stream")
+    for case in (unicode_digit, nested):
+        response = case.call(base_url=api, auth=SigV4())
+        assert response.status_code == 400, response.text
+        case.validate_response(response, excluded_checks=excluded)

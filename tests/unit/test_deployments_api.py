@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +138,33 @@ def test_a_body_that_is_not_a_json_object_is_refused(tooling: Tooling, body: str
     assert message in response["json"]["message"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 10_000 + "]" * 10_000,
+        '{"a":' * 10_000 + "1" + "}" * 10_000,
+        "[" * 10_000,  # not even JSON: refused for its depth before the parser recurses
+        '{"environment": "dev", "changeTicket": ' + "[" * 32 + '"one level too deep"' + "]" * 32 + "}",
+    ],
+)
+def test_a_body_nested_too_deeply_is_400_and_nothing_starts(tooling: Tooling, body: str) -> None:
+    roomy = dataclasses.replace(tooling, api_max_body_bytes=65_536)
+    response = call(roomy, "POST", "/deployments", body)
+
+    assert response["statusCode"] == 400
+    assert "the limit is 32" in response["json"]["message"]
+    assert response["json"]["errors"] == [{"field": "(body)", "message": "nested deeper than 32 levels"}]
+    assert tooling.sfn.list_executions(stateMachineArn=tooling.state_machine_arn)["executions"] == []
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(tooling: Tooling) -> None:
+    # GIVEN a change ticket full of brackets and escaped quotes, in a flat body
+    response = call(tooling, "POST", "/deployments", request(changeTicket='CHG-1 [{\\"' * 40))
+    # THEN it is judged on its fields, not refused for depth
+    assert response["statusCode"] == 400
+    assert {e["field"] for e in response["json"]["errors"]} == {"changeTicket"}
+
+
 def test_an_unknown_environment_is_404_naming_the_known_ones(tooling: Tooling) -> None:
     response = call(tooling, "POST", "/deployments", request(environment="qa"))
 
@@ -228,6 +256,11 @@ def test_list_by_environment_newest_first(tooling: Tooling) -> None:
         (None, 400, {"environment"}),
         ({"environment": "dev", "limit": "0"}, 400, {"limit"}),
         ({"environment": "dev", "limit": "ten"}, 400, {"limit"}),
+        # Unicode digits pass str.isdigit() but not int(); a number with thousands of digits is refused too.
+        ({"environment": "dev", "limit": "²"}, 400, {"limit"}),
+        ({"environment": "dev", "limit": "٣"}, 400, {"limit"}),
+        ({"environment": "dev", "limit": "9" * 5000}, 400, {"limit"}),
+        ({"environment": "dev", "limit": "101"}, 400, {"limit"}),
         ({"environment": "qa"}, 404, set()),
     ],
 )

@@ -30,6 +30,11 @@ from deployer.views import deployment_view, history_item
 EXECUTION_PREFIX = "api-"
 DEPLOYMENT_ID = r"[A-Za-z0-9_.-]{1,80}"
 HISTORY_LIMIT_MAX = 100
+# ASCII digits only: str.isdigit() also takes "²" and other Unicode digits, which int() refuses.
+HISTORY_LIMIT = re.compile(r"[0-9]{1,3}")
+# A deployment request is a flat object; deeper nesting is refused before the JSON parser recurses.
+MAX_BODY_DEPTH = 32
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 @dataclass
@@ -83,13 +88,36 @@ def _known_environment(tooling: Tooling, environment: str) -> None:
         raise ApiError(404, f"no environment {environment!r}: known environments are {', '.join(known) or 'none'}")
 
 
+def nesting_depth(text: str) -> int:
+    """How deeply arrays and objects nest in JSON text, counted without parsing it (strings skipped)."""
+    depth = deepest = 0
+    for char in JSON_STRING.sub('""', text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_request(raw: bytes, limit: int) -> ApiDeploymentRequest:
     """The POST body as a validated request, or an ApiError saying exactly what is wrong."""
     if len(raw) > limit:
         raise ApiError(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
     try:
-        body = json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the request body is not JSON: {exc}") from None
+    depth = nesting_depth(text)
+    if depth > MAX_BODY_DEPTH:
+        raise ApiError(
+            400,
+            f"the request body nests {depth} levels deep; the limit is {MAX_BODY_DEPTH}",
+            [{"field": "(body)", "message": f"nested deeper than {MAX_BODY_DEPTH} levels"}],
+        )
+    try:
+        body = json.loads(text or "null")
+    except json.JSONDecodeError as exc:
         raise ApiError(400, f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -163,9 +191,11 @@ def list_deployments(tooling: Tooling, environment: str | None, limit: str | Non
         errors.append({"field": "environment", "message": "is required"})
     count = 20
     if limit is not None:
-        count = int(limit) if limit.isdigit() else 0
+        count = int(limit) if HISTORY_LIMIT.fullmatch(limit) else 0
         if not 1 <= count <= HISTORY_LIMIT_MAX:
-            errors.append({"field": "limit", "message": f"must be a whole number from 1 to {HISTORY_LIMIT_MAX}"})
+            errors.append(
+                {"field": "limit", "message": f"must be a whole number from 1 to {HISTORY_LIMIT_MAX} in ASCII digits"}
+            )
     if errors:
         raise ApiError(400, "invalid query", errors)
     assert environment is not None
