@@ -26,6 +26,7 @@ deployment role afresh, so its calls share one access key).
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -75,7 +76,6 @@ class CallCounter:
     _log: deque[Call] = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _accounts: dict[str, str] = field(default_factory=dict)
-    _dispatcher: Any = None
 
     def __post_init__(self) -> None:
         self._log = deque(maxlen=self.max_log)
@@ -118,12 +118,12 @@ class CallCounter:
 
     def identify(self, environ: dict[str, Any]) -> Call | None:
         """The call a request makes (not yet answered); None if it is not an AWS API call."""
-        credential = _credential(environ)
-        if credential is None:
+        signed = credential(environ)
+        if signed is None:
             return None
-        access_key, region, signing_name = credential
+        access_key, region, signing_name = signed
         try:
-            service = self._service(environ, credential)
+            service = service_of(environ, signed)
         except Exception:  # counting must never fail the call it counts
             service = None
         operation, resource = _operation(environ, service)
@@ -135,23 +135,6 @@ class CallCounter:
         with self._lock:
             self._counts[entry.key] += 1
             self._log.append(entry)
-
-    def _service(self, environ: dict[str, Any], credential: tuple[str, str, str]) -> str | None:
-        from moto.backends import ALT_BACKEND_NAMES
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-        if self._dispatcher is None:
-            # Only its routing tables are used: it creates no backend app until asked to dispatch.
-            self._dispatcher = DomainDispatcherApplication(create_backend_app)
-        scope = environ
-        if "HTTP_AUTHORIZATION" not in environ:
-            # A presigned request: moto infers the service from an Authorization header only.
-            access_key, region, signing_name = credential
-            authorization = f"AWS4-HMAC-SHA256 Credential={access_key}/-/{region}/{signing_name}/aws4_request, x"
-            scope = {**environ, "HTTP_AUTHORIZATION": authorization}
-        host = self._dispatcher.infer_service_region_host(scope, environ.get("PATH_INFO", ""))
-        backend = self._dispatcher.get_backend_for_host(host)
-        return None if backend is None else str(ALT_BACKEND_NAMES.get(backend, backend))
 
     def _account(self, environ: dict[str, Any], access_key: str) -> str:
         if "MOTO_ACCOUNT_ID" in os.environ:
@@ -170,7 +153,7 @@ class CallCounter:
         return account
 
 
-def _credential(environ: dict[str, Any]) -> tuple[str, str, str] | None:
+def credential(environ: dict[str, Any]) -> tuple[str, str, str] | None:
     """(access key, region, signing name) of a SigV4-signed request, header or presigned."""
     authorization = environ.get("HTTP_AUTHORIZATION", "")
     if not authorization.startswith("AWS4-"):
@@ -184,17 +167,41 @@ def _credential(environ: dict[str, Any]) -> tuple[str, str, str] | None:
     return (match.group(1), match.group(2), match.group(3)) if match else None
 
 
-def _operation(environ: dict[str, Any], service: str | None) -> tuple[str, str | None]:
-    """The operation moto's router matches the request to, and its resource (function, bucket) if any."""
-    if service is None:
-        return UNKNOWN, None
+@functools.cache
+def _dispatcher() -> Any:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    # Only its routing tables are used: it creates no backend app until asked to dispatch.
+    return DomainDispatcherApplication(create_backend_app)
+
+
+def service_of(environ: dict[str, Any], signed: tuple[str, str, str]) -> str | None:
+    """moto's name of the service a signed request calls (from its SigV4 scope, as moto dispatches)."""
+    from moto.backends import ALT_BACKEND_NAMES
+
+    scope = environ
+    if "HTTP_AUTHORIZATION" not in environ:
+        # A presigned request: moto infers the service from an Authorization header only.
+        access_key, region, signing_name = signed
+        authorization = f"AWS4-HMAC-SHA256 Credential={access_key}/-/{region}/{signing_name}/aws4_request, x"
+        scope = {**environ, "HTTP_AUTHORIZATION": authorization}
+    dispatcher = _dispatcher()
+    host = dispatcher.infer_service_region_host(scope, environ.get("PATH_INFO", ""))
+    backend = dispatcher.get_backend_for_host(host)
+    return None if backend is None else str(ALT_BACKEND_NAMES.get(backend, backend))
+
+
+def route(environ: dict[str, Any], service: str) -> tuple[str, dict[str, Any]]:
+    """The operation moto's router matches the request to, with its path parameters; LookupError if none.
+
+    Query protocols name the operation in the form body: it is read, and put back for moto.
+    """
     from moto.core.request import Request
     from moto.core.routing import get_service_router
     from werkzeug.exceptions import NotFound
 
     copy = dict(environ)
     if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
-        # Query protocols name the operation in the form body: read it, and give it back.
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
         copy["wsgi.input"] = io.BytesIO(body)
@@ -204,8 +211,17 @@ def _operation(environ: dict[str, Any], service: str | None) -> tuple[str, str |
     try:
         operation, params = get_service_router(service).match(Request(copy))
     except (NotFound, NotImplementedError):
+        raise LookupError(f"no {service} operation matches") from None
+    return str(operation.name), dict(params)
+
+
+def _operation(environ: dict[str, Any], service: str | None) -> tuple[str, str | None]:
+    """The operation moto's router matches the request to, and its resource (function, bucket) if any."""
+    if service is None:
         return UNKNOWN, None
+    try:
+        operation, params = route(environ, service)
     except Exception:  # counting must never fail the call it counts
         return UNKNOWN, None
     resource = next((str(params[p]) for p in _RESOURCE_PARAMS if params.get(p)), None)
-    return str(operation.name), resource
+    return operation, resource

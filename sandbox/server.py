@@ -38,8 +38,9 @@ from werkzeug.wrappers import Request, Response
 from deployer.spec import load_spec_file
 from deployer.specstore import SpecStore
 from deployer.windows import first_opening
-from sandbox import s3_ownership, sfn_names
+from sandbox import iam_policy, s3_ownership, sfn_names, sfn_roles
 from sandbox.accounts import (
+    BOOTSTRAP_ROLE,
     TARGET_ACCOUNTS,
     TOOLING_ACCESS_KEY,
     TOOLING_ACCOUNT,
@@ -53,7 +54,8 @@ from sandbox.dynamodb_replicas import DynamoDBReplicas
 from sandbox.eventbridge_delivery import EventBridgeDelivery
 from sandbox.fake_slack import FakeSlack
 from sandbox.faults import FaultInjector
-from sandbox.lambda_runtime import LambdaRuntime
+from sandbox.iam import IamEnforcer
+from sandbox.lambda_runtime import FunctionConfig, LambdaRuntime
 from sandbox.s3_replication import S3Replication
 from sandbox.stack import StackInstaller
 
@@ -69,6 +71,11 @@ SANDBOX_PARAMETERS = {
 }
 SLACK_TEAM_ID = "T0BBWS0001"
 INFO_PATH = "/_sandbox/info"
+IAM_USAGE_VARIABLE = "BBWS_IAM_USAGE_DIR"
+
+
+def _env_path(variable: str) -> Path | None:
+    return Path(os.environ[variable]) if os.environ.get(variable) else None
 
 
 class SandboxApp:
@@ -134,6 +141,10 @@ class Sandbox:
     eventbridge: EventBridgeDelivery = field(default_factory=EventBridgeDelivery)
     # Every AWS API call the endpoint serves, by account, service and operation (benchmarks read it).
     calls: CallCounter = field(default_factory=CallCounter)
+    # IAM evaluated for every call the functions, the state machine and their sessions make.
+    iam: IamEnforcer = field(default_factory=lambda: IamEnforcer(exempt_roles=frozenset({BOOTSTRAP_ROLE})))
+    # Where stop() writes what IAM evaluated, for the least-privilege report (`make iam-report`).
+    iam_usage_dir: Path | None = field(default_factory=lambda: _env_path(IAM_USAGE_VARIABLE))
     _servers: list[tuple[BaseWSGIServer, threading.Thread]] = field(default_factory=list)
     _own_log_dir: bool = False
 
@@ -172,7 +183,7 @@ class Sandbox:
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         if self.log_dir is None:
             self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
-        self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda")
+        self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda", credentials=self._credentials)
         self.eventbridge.start(self.runtime)
         self.s3_replication.start()
         self.faults.switched = {
@@ -181,6 +192,7 @@ class Sandbox:
             "dynamodb_metrics": self.dynamodb_metrics,
         }
         self.dynamodb_replicas.start()
+        sfn_roles.install(self.iam.fixed_keys.__setitem__)
         aws = SandboxApp(
             DomainDispatcherApplication(create_backend_app),
             self.runtime,
@@ -188,7 +200,7 @@ class Sandbox:
             self.faults,
             self.dynamodb_metrics,
         )
-        self._serve(self.calls.wrap(aws), self.port, MotoRequestHandler)
+        self._serve(self.calls.wrap(self.iam.wrap(aws)), self.port, MotoRequestHandler)
         # moto's ASL interpreter calls Lambda and the SDK integrations on this port.
         os.environ["MOTO_PORT"] = str(self._servers[0][0].server_port)
         api = ApiGateway(self.runtime, TOOLING_ACCOUNT, self.region)
@@ -250,13 +262,29 @@ class Sandbox:
         return {
             **keep,
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": TOOLING_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": TOOLING_SECRET_KEY,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
             # No X-Ray daemon runs here.
             "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+
+    def _credentials(self, function: FunctionConfig) -> dict[str, str]:
+        """A new worker's credentials: its role's, assumed as the Lambda service does for a cold start."""
+        if function.role_arn is None:
+            return {}
+        trust = self.iam.lookups.trust(function.role_arn)
+        principal = iam_policy.Principal("Service", "lambda.amazonaws.com")
+        request = iam_policy.Request("sts:AssumeRole", function.role_arn)
+        if trust is None or not iam_policy.trust_allows(trust, principal, request).allowed:
+            raise PermissionError(f"{function.role_arn} does not trust lambda.amazonaws.com: Lambda cannot assume it")
+        credentials = self.client("sts").assume_role(RoleArn=function.role_arn, RoleSessionName=function.name)[
+            "Credentials"
+        ]
+        return {
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
         }
 
     def _install(self, api: ApiGateway) -> None:
@@ -314,11 +342,16 @@ class Sandbox:
         }
 
     def stop(self) -> None:
+        if self.iam_usage_dir is not None:
+            self.iam_usage_dir.mkdir(parents=True, exist_ok=True)
+            report = {"repo": str(self.repo.resolve()), **self.iam.report()}
+            (self.iam_usage_dir / f"{os.getpid()}-{secrets.token_hex(4)}.json").write_text(json.dumps(report))
         self.eventbridge.stop()  # first, so no invocation starts a worker the runtime has stopped
         if self.runtime:
             self.runtime.stop()
         self.s3_replication.stop()
         self.dynamodb_replicas.stop()
+        sfn_roles.uninstall()
         for server, thread in self._servers:
             server.shutdown()
             server.server_close()

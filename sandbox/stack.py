@@ -32,16 +32,9 @@ import boto3
 
 from sandbox.api_gateway import ApiGateway, Route
 from sandbox.lambda_runtime import FunctionConfig, LambdaRuntime
+from sandbox.sam_roles import FUNCTION, STATE_MACHINE, execution_role, role_logical_id
 from sandbox.template import Resolver, TemplateError, cfn_string, dependency_order, depends_on, load_template
 
-LAMBDA_TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-}
-STATES_TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-}
 INSTALLED_PARAMETER = "/{stack}/sandbox-installed"
 # What SAM's EventBridgeRule event takes; anything else is refused rather than ignored.
 EVENTBRIDGE_RULE_PROPERTIES = {
@@ -498,9 +491,10 @@ class StackInstaller:
                 create[key] = p[key]
         role = iam.create_role(**_api_params(iam, "CreateRole", create))["Role"]
         for policy in p.get("Policies", []):
-            iam.put_role_policy(
-                RoleName=name, PolicyName=policy["PolicyName"], PolicyDocument=json.dumps(policy["PolicyDocument"])
-            )
+            # SAM writes its policies without a Version, which IAM reads as 2008-10-17 and moto refuses; the
+            # two differ only in policy variables, which none of ours use (sandbox.iam_policy refuses them).
+            document = {"Version": "2012-10-17", **policy["PolicyDocument"]}
+            iam.put_role_policy(RoleName=name, PolicyName=policy["PolicyName"], PolicyDocument=json.dumps(document))
         for arn in p.get("ManagedPolicyArns", []):
             try:
                 iam.attach_role_policy(RoleName=name, PolicyArn=arn)
@@ -549,11 +543,14 @@ class StackInstaller:
         resolver.attributes[(logical_id, "Arn")] = arn
         resolver.attributes[(logical_id, "Name")] = name
 
-    def _role(self, logical_id: str, trust: dict[str, Any]) -> str:
-        role = self.client("iam").create_role(
-            RoleName=self._name(f"{logical_id}Role")[:64], AssumeRolePolicyDocument=json.dumps(trust)
-        )
-        return str(role["Role"]["Arn"])
+    def _execution_role(
+        self, logical_id: str, resource: dict[str, Any], resolver: Resolver, globals_: dict[str, Any]
+    ) -> str:
+        """The role SAM makes for a function or state machine (sandbox.sam_roles), created in IAM; its ARN."""
+        role_id = role_logical_id(logical_id)
+        role = execution_role(logical_id, resource, globals_)
+        self._iam_role(role_id, role["Properties"], resolver, globals_)
+        return resolver.get_att(role_id, "Arn")
 
     def _function(self, logical_id: str, props: dict[str, Any], resolver: Resolver, globals_: dict[str, Any]) -> None:
         merged = {**globals_.get("Function", {}), **props}
@@ -570,11 +567,12 @@ class StackInstaller:
         # SAM adds a function's own Layers to the Globals' ones.
         declared = [*globals_.get("Function", {}).get("Layers", []), *props.get("Layers", [])]
         layers = [resolver.resolve(layer) for layer in declared]
+        role_arn = self._execution_role(logical_id, {"Type": FUNCTION, "Properties": props}, resolver, globals_)
         lambda_ = self.client("lambda")
         create: dict[str, Any] = {
             "FunctionName": name,
             "Runtime": merged["Runtime"],
-            "Role": self._role(logical_id, LAMBDA_TRUST),
+            "Role": role_arn,
             "Handler": merged["Handler"],
             "Code": {"ZipFile": _placeholder_zip()},
             "Timeout": int(merged.get("Timeout", 3)),
@@ -605,6 +603,7 @@ class StackInstaller:
                 environment=environment,
                 timeout_seconds=int(merged.get("Timeout", 3)),
                 memory_mb=int(merged.get("MemorySize", 128)),
+                role_arn=role_arn,
             )
         )
 
@@ -639,7 +638,7 @@ class StackInstaller:
         create: dict[str, Any] = {
             "name": name,
             "definition": definition,
-            "roleArn": self._role(logical_id, STATES_TRUST),
+            "roleArn": self._execution_role(logical_id, {"Type": STATE_MACHINE, "Properties": props}, resolver, {}),
             "type": props.get("Type", "STANDARD"),
         }
         if "Logging" in props:

@@ -26,8 +26,9 @@ from sandbox.accounts import TOOLING_ACCOUNT
 from sandbox.api_gateway import ApiGateway
 from sandbox.eventbridge_delivery import STATUS_CHANGE, EventBridgeDelivery
 from sandbox.lambda_runtime import FunctionConfig
+from sandbox.sam_roles import LAMBDA_TRUST, STATES_TRUST
 from sandbox.server import Sandbox
-from sandbox.stack import LAMBDA_TRUST, StackInstaller
+from sandbox.stack import StackInstaller
 from sandbox.template import load_template
 from tests.sandbox_fixtures import wait_for
 
@@ -113,6 +114,13 @@ def make_echo(sandbox: Sandbox, make_queue: Callable[[str], Queue]) -> Callable[
             RoleName=f"{name}-role",
             AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST),
         )["Role"]["Arn"]
+        # The sandbox evaluates IAM for its functions: the echo may report to its own queue, nothing else.
+        report = {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": seen.arn}
+        iam.put_role_policy(
+            RoleName=f"{name}-role",
+            PolicyName="report",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [report]}),
+        )
         environment = {"ECHO_QUEUE_URL": seen.url}
         arn = lambda_.create_function(
             FunctionName=name,
@@ -139,6 +147,7 @@ def make_echo(sandbox: Sandbox, make_queue: Callable[[str], Queue]) -> Callable[
                 environment=environment,
                 timeout_seconds=10,
                 memory_mb=128,
+                role_arn=role,
             )
         )
         return Echo(name, arn, seen, failures)
@@ -445,6 +454,22 @@ def test_the_state_machines_put_events_task_reaches_a_function_target(
 
 
 def _state_machine(sandbox: Sandbox, name: str, definition: dict[str, Any]) -> str:
+    """A state machine whose role may put events on the test bus (its integrations run as that role)."""
+    iam = sandbox.client("iam")
+    put_events = {
+        "Effect": "Allow",
+        "Action": "events:PutEvents",
+        "Resource": f"arn:aws:events:*:*:event-bus/{TEST_BUS}",
+    }
+    try:
+        iam.create_role(RoleName="test-sfn", AssumeRolePolicyDocument=json.dumps(STATES_TRUST))
+        iam.put_role_policy(
+            RoleName="test-sfn",
+            PolicyName="put-events",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [put_events]}),
+        )
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
     return str(
         sandbox.client("stepfunctions").create_state_machine(
             name=name, definition=json.dumps(definition), roleArn=f"arn:aws:iam::{TOOLING_ACCOUNT}:role/test-sfn"
