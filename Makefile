@@ -9,11 +9,12 @@ VENV := .venv
 SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
 AWSCLI_VENV := .venv-awscli
+LAMBDA_VENV := .venv-lambda
 BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install cli demo test lint unit integration e2e bench build clean
+.PHONY: help install cli demo test lint unit integration e2e bench build clean iam-report
 
 help:
 	@echo "make demo   - set everything up and run a DEV deployment in the embedded sandbox"
@@ -49,16 +50,29 @@ $(AWSCLI_VENV)/.installed: $(BIN)/uv requirements-awscli.lock
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(AWSCLI_VENV)/bin/python requirements-awscli.lock
 	@touch $@
 
+# The functions' runtime environment: every sandbox worker runs on it (sandbox/lambda_runtime.py). The layer's
+# requirements and nothing else, at the versions `make build` puts in the layer (requirements-lambda.lock), for
+# this machine's architecture, bytecode compiled as `make build` compiles the layer. uv's venv has no pip either.
+# sandbox-only/ is what only the sandbox's worker needs, the simulated clock's time-machine (the dev lock's pin):
+# outside site-packages, appended to a worker's sys.path after the layer's, and only when the clock is simulated.
+$(LAMBDA_VENV)/.installed: $(BIN)/uv requirements-lambda.lock requirements-dev.lock
+	test -x $(LAMBDA_VENV)/bin/python || $(BIN)/uv venv --quiet --clear --python $(PYTHON) $(LAMBDA_VENV)
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(LAMBDA_VENV)/bin/python requirements-lambda.lock
+	rm -rf $(LAMBDA_VENV)/sandbox-only
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(LAMBDA_VENV)/bin/python --no-deps \
+		--target $(LAMBDA_VENV)/sandbox-only "$$(grep '^time-machine==' requirements-dev.lock)"
+	@touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed $(LAMBDA_VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
 
 # What CI's deploy workflow needs: the deployer CLI and its dependencies, nothing else.
 cli: $(VENV)/.installed
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed $(LAMBDA_VENV)/.installed
 	$(BIN)/python -m sandbox.demo
 
 lint: install
@@ -71,8 +85,10 @@ lint: install
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region af-south-1
 	$(BIN)/python -m scripts.check_asl
 	$(BIN)/python -m scripts.check_workflows
+	$(BIN)/python -m scripts.check_policies
+	$(BIN)/deptry --config deptry.toml functions layers/deployer/deployer
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed $(LAMBDA_VENV)/.installed
 	$(BIN)/pytest tests/unit -q
 
 # Unit tests use moto in-process, which resets the backends a sandbox serves: separate runs.
@@ -80,12 +96,22 @@ test: install lint build
 	$(BIN)/pytest tests/unit -q
 	$(BIN)/pytest tests/integration tests/e2e -q -n 2 --dist loadfile
 
-bench: $(VENV)/.installed $(AWSCLI_VENV)/.installed
+bench: $(VENV)/.installed $(LAMBDA_VENV)/.installed $(AWSCLI_VENV)/.installed
 	$(BIN)/python -m bench.run
 
+# The least-privilege report (docs/iam.md): every sandbox suite with IAM's decisions recorded, then per role
+# what was used and every grant nothing used (each needs a reason in docs/iam-grants.yaml, or removal).
+iam-report: $(VENV)/.installed $(LAMBDA_VENV)/.installed
+	rm -rf .sandbox/iam-usage
+	BBWS_IAM_USAGE_DIR=.sandbox/iam-usage $(BIN)/pytest tests/integration tests/e2e -q -n 2 --dist loadfile
+	$(BIN)/python -m scripts.iam_report .sandbox/iam-usage
+
 # The layer must carry the deployer package and arm64 wheels (Architectures: arm64).
-build: $(SAM_VENV)/.installed
-	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+# pip resolves requirements.txt under requirements-lambda.lock: the layer holds exactly the runtime environment's
+# versions (the arm64 builds of them), the ones every sandbox test ran.
+build: $(SAM_VENV)/.installed requirements-lambda.lock
+	PIP_CONSTRAINT="$(CURDIR)/requirements-lambda.lock" PATH="$(dir $(PYTHON)):$$PATH" \
+		$(SAM_VENV)/bin/sam build --template template.yaml
 	# Lambda's /opt and /var/task are read-only: without bytecode in the package, every cold start
 	# compiles the layer (botocore included) from source. Hash-checked, since zips keep no mtimes.
 	$(PYTHON) -m compileall -q -j 0 --invalidation-mode checked-hash .aws-sam/build
@@ -94,4 +120,4 @@ build: $(SAM_VENV)/.installed
 	test -f .aws-sam/build/DeployerLayer/python/deployer/__pycache__/pipeline.cpython-312.pyc
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(AWSCLI_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(AWSCLI_VENV) $(LAMBDA_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,8 @@
 
 `measure()` returns two tables and prints nothing (`python -m bench.cold_start` prints them):
 
-- import: ``import app`` timed in a new interpreter per run, with the function's environment
+- import: ``import app`` timed in a new interpreter of the functions' runtime environment
+  (.venv-lambda: the layer's requirements only) per run, with the function's environment
   from template.yaml and tracing on, as Lambda's INIT phase runs it; the biggest contributors
   from ``-X importtime``; and what compiling the layer's modules would add where the layer ships
   no bytecode.
@@ -16,7 +17,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -29,8 +29,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bench.tables import Table, median
+from sandbox.lambda_runtime import LAMBDA_VENV
 
 REPO = Path(__file__).resolve().parent.parent
+# The interpreter of the functions' runtime environment, as the sandbox's workers run (`make install` builds it).
+LAMBDA_PYTHON = LAMBDA_VENV / "bin" / "python"
 STACK = "bbws-deployer"
 REGION = "af-south-1"
 # What Lambda's cold start must fit in: the issue's budget per function, and Slack's for an answer.
@@ -193,17 +196,22 @@ def layer_packages(requirements: Path) -> list[str]:
     )
 
 
-def _interpreter_start_seconds(env: dict[str, str]) -> float:
+def _interpreter_start_seconds(python: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-I", "-c", "pass"], env=env, check=True)
+    subprocess.run([python, "-I", "-c", "pass"], env=env, check=True)
     return time.perf_counter() - started
 
 
 def _run_child(
-    function_dir: Path, layer_dir: Path, env: dict[str, str], packages: Sequence[str], *flags: str
+    function_dir: Path,
+    layer_dir: Path,
+    env: dict[str, str],
+    packages: Sequence[str],
+    *flags: str,
+    python: Path = LAMBDA_PYTHON,
 ) -> tuple[dict[str, float], str]:
     done = subprocess.run(
-        [sys.executable, "-I", *flags, "-c", _CHILD, str(function_dir), str(layer_dir), json.dumps(list(packages))],
+        [python, "-I", *flags, "-c", _CHILD, str(function_dir), str(layer_dir), json.dumps(list(packages))],
         cwd=function_dir,
         env=env,
         capture_output=True,
@@ -215,8 +223,11 @@ def _run_child(
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
-def import_table(functions_dir: Path, layer_dir: Path, runs: int) -> Table:
-    names = sorted(p.name for p in functions_dir.iterdir() if (p / "app.py").is_file())
+def import_table(
+    functions_dir: Path, layer_dir: Path, runs: int, python: Path = LAMBDA_PYTHON, only: Sequence[str] = ()
+) -> Table:
+    """``python`` runs the imports: the runtime environment's, unless another is to be compared with it."""
+    names = sorted(p.name for p in functions_dir.iterdir() if (p / "app.py").is_file() and (not only or p.name in only))
     environments = function_environments(functions_dir.parent / "template.yaml", names)
     requirements = layer_dir / "requirements.txt"
     packages = layer_packages(requirements) if requirements.is_file() else []
@@ -235,10 +246,10 @@ def import_table(functions_dir: Path, layer_dir: Path, runs: int) -> Table:
         function_dir = functions_dir / name
         env = lambda_environment(function_dir, environments.get(name, {}))
         # One unmeasured import first, so every measured run finds current bytecode caches.
-        _run_child(function_dir, layer_dir, env, [])
-        timings = [_run_child(function_dir, layer_dir, env, [])[0] for _ in range(runs)]
+        _run_child(function_dir, layer_dir, env, [], python=python)
+        timings = [_run_child(function_dir, layer_dir, env, [], python=python)[0] for _ in range(runs)]
         seconds = [t["seconds"] * 1000 for t in timings]
-        result, stderr = _run_child(function_dir, layer_dir, env, packages, "-X", "importtime")
+        result, stderr = _run_child(function_dir, layer_dir, env, packages, "-X", "importtime", python=python)
         top = ", ".join(f"{label} {ms:.0f}" for label, ms in contributors(parse_importtime(stderr))[:3])
         table.add(
             name,
@@ -249,9 +260,18 @@ def import_table(functions_dir: Path, layer_dir: Path, runs: int) -> Table:
             round(result["compileSeconds"] * 1000) if packages else "",
         )
     over = [f"{row[0]} ({row[3]})" for row in table.rows if isinstance(row[3], int) and row[3] > IMPORT_BUDGET_MS]
-    startup = median([_interpreter_start_seconds(env) * 1000 for _ in range(runs)])
+    startup = median([_interpreter_start_seconds(python, env) * 1000 for _ in range(runs)])
+    version = subprocess.run(
+        [python, "-I", "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    where = (
+        "the functions' runtime environment (.venv-lambda: the layer's requirements.txt at requirements-lambda.lock's "
+        "versions, nothing else, as the sandbox's workers run)"
+        if python == LAMBDA_PYTHON
+        else f"`{python}`"
+    )
     table.notes += [
-        f"`import app` timed in a new `python -I` per run ({sys.version.split()[0]}, {os.cpu_count()} CPUs here; "
+        f"`import app` timed in a new `python -I` of {where} per run ({version}, {os.cpu_count()} CPUs here; "
         "Lambda's CPU share grows with memory, a full vCPU at 1,769 MB, so expect larger numbers at 512 MB), with "
         "sys.path = [function dir, layer dir] before site-packages, cwd the function dir, and the function's "
         "variables from template.yaml (Globals + its own) plus Lambda's runtime variables. Tracing is on as on "
@@ -403,10 +423,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="imports per function to take the median of")
     parser.add_argument("--imports-only", action="store_true", help="skip the sandbox's first invocations")
+    parser.add_argument(
+        "--python",
+        type=Path,
+        default=LAMBDA_PYTHON,
+        help="interpreter for the imports (default: the runtime environment)",
+    )
+    parser.add_argument("--function", action="append", default=[], help="only this function's import (repeatable)")
     args = parser.parse_args()
     functions_dir, layer_dir = REPO / "functions", REPO / "layers" / "deployer"
     tables = (
-        [import_table(functions_dir, layer_dir, args.runs)]
+        [import_table(functions_dir, layer_dir, args.runs, args.python, args.function)]
         if args.imports_only
         else measure(functions_dir, layer_dir, args.runs)
     )

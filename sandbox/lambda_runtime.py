@@ -6,6 +6,21 @@ with its own environment variables and module state; a process gives the same, l
 invocations of different functions run at once (the state machine's Map states and
 two concurrent deployments do), and a handler can never see the sandbox's moto
 objects or another function's variables.
+
+Runtime environment: a worker runs on the interpreter of ``.venv-lambda`` (``make install``
+builds it from requirements-lambda.lock, the layer's requirements and nothing else), not
+the sandbox's own, started with ``-I`` (no PYTHON* variables, user site or script
+directory). Its ``sys.path`` is the function's code, the layer's package (as Lambda's
+/var/task and /opt/python), the standard library and that environment's site-packages:
+a module that the layer does not ship fails to import here as it would on AWS, with
+``Runtime.ImportModuleError``, however much the development tools installed.
+
+What only the sandbox's worker needs, time-machine for a simulated clock, is installed
+into ``.venv-lambda/sandbox-only``, outside site-packages. The worker appends that
+directory to ``sys.path`` last, after the layer's and the environment's, and only when
+the clock is simulated: deployed code finds nothing of it first, and nothing at all on
+the real clock. A separate directory rather than a second site-packages keeps it off
+the path Python builds by itself.
 """
 
 from __future__ import annotations
@@ -14,7 +29,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,6 +42,8 @@ from urllib.parse import unquote
 from werkzeug.wrappers import Request, Response
 
 WORKER = Path(__file__).with_name("lambda_worker.py")
+# The functions' runtime environment (see above), built by `make install`.
+LAMBDA_VENV = Path(__file__).resolve().parent.parent / ".venv-lambda"
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
 MAX_WORKERS_PER_FUNCTION = 4
 
@@ -42,6 +58,8 @@ class FunctionConfig:
     environment: dict[str, str]
     timeout_seconds: int
     memory_mb: int
+    # The function's execution role; a function without one gets no AWS credentials.
+    role_arn: str | None = None
 
 
 class InvocationTimeout(Exception):
@@ -66,7 +84,16 @@ class Worker:
     init_seconds: float
 
     @classmethod
-    def start(cls, config: FunctionConfig, base_env: dict[str, str], log: IO[str]) -> Worker:
+    def start(
+        cls,
+        config: FunctionConfig,
+        base_env: dict[str, str],
+        log: IO[str],
+        credentials: dict[str, str],
+        *,
+        python: Path,
+        sandbox_only: Path,
+    ) -> Worker:
         if not config.code_dir.is_dir():
             # Lambda's answer for a package without the handler's module: a function whose code is not
             # written yet still installs, and fails only when it runs.
@@ -76,6 +103,7 @@ class Worker:
         read_fd, write_fd = os.pipe()
         env = {
             **base_env,
+            **credentials,
             **config.environment,
             "AWS_LAMBDA_FUNCTION_NAME": config.name,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
@@ -86,11 +114,12 @@ class Worker:
             "SANDBOX_FUNCTION_ARN": config.arn,
             "SANDBOX_RESPONSE_FD": str(write_fd),
             "SANDBOX_PYTHONPATH": os.pathsep.join(str(p) for p in (config.code_dir, *config.layer_dirs)),
+            "SANDBOX_ONLY_PATH": str(sandbox_only),
             "_HANDLER": config.handler,
             "PYTHONUNBUFFERED": "1",
         }
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and worker script
-            [sys.executable, "-I", str(WORKER)],
+        process = subprocess.Popen(  # noqa: S603 - the runtime environment's interpreter and our worker script
+            [str(python), "-I", str(WORKER)],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=log,
@@ -164,6 +193,17 @@ class LambdaRuntime:
     # Runs InvocationType=Event invocations with Lambda's asynchronous semantics (retries, on-failure
     # destinations); sandbox.eventbridge_delivery's when the sandbox runs, else a plain thread.
     async_invoke: Callable[[FunctionConfig, Any], object] | None = None
+    # A worker's AWS credentials (environment variables), as Lambda gives a new container its role's.
+    credentials: Callable[[FunctionConfig], dict[str, str]] = lambda _: {}
+    # The functions' runtime environment: the workers' interpreter, and what only the worker needs.
+    python: Path = LAMBDA_VENV / "bin" / "python"
+    sandbox_only: Path = LAMBDA_VENV / "sandbox-only"
+
+    def __post_init__(self) -> None:
+        if not self.python.is_file():
+            raise FileNotFoundError(
+                f"the functions' runtime environment is missing ({self.python}): run `make install`"
+            )
 
     @contextmanager
     def paused(self, function_name: str) -> Iterator[None]:
@@ -207,7 +247,14 @@ class LambdaRuntime:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = (self.log_dir / f"{config.name}.log").open("a")
             try:
-                worker = Worker.start(config, self.base_env, log)
+                worker = Worker.start(
+                    config,
+                    self.base_env,
+                    log,
+                    self.credentials(config),
+                    python=self.python,
+                    sandbox_only=self.sandbox_only,
+                )
             except BaseException:
                 self._checkin(config, None)
                 raise

@@ -1,8 +1,9 @@
 """A warm Lambda "container": one process that imports one function and runs its invocations.
 
-Started by ``sandbox.lambda_runtime`` with the function's environment variables as its
-own ``os.environ`` and ``sys.path`` = the function's code + its layers, as Lambda lays
-out /var/task and /opt/python. Requests arrive as JSON lines on stdin; answers go to
+Started by ``sandbox.lambda_runtime`` on the functions' runtime environment's interpreter,
+with the function's environment variables as its own ``os.environ`` and ``sys.path`` =
+the function's code + its layers before that environment, as Lambda lays out /var/task
+and /opt/python before its runtime. Requests arrive as JSON lines on stdin; answers go to
 the file descriptor named by ``SANDBOX_RESPONSE_FD``. The handler's own stdout and
 stderr (prints, Powertools logs and EMF metrics) go to the function's log file, as
 they would go to CloudWatch Logs.
@@ -38,14 +39,32 @@ class Context:
         return max(0, int((self._deadline - time.time()) * 1000))
 
 
+def import_error(exc: Exception, module_name: str) -> dict[str, str]:
+    """What Lambda's Python runtime (awslambdaric's bootstrap) answers when the handler's module fails to import."""
+    if isinstance(exc, ImportError):
+        return {
+            "errorType": "Runtime.ImportModuleError",
+            "errorMessage": f"Unable to import module '{module_name}': {exc}",
+        }
+    if isinstance(exc, SyntaxError):
+        return {
+            "errorType": "Runtime.UserCodeSyntaxError",
+            "errorMessage": f"Syntax error in module '{module_name}': {exc}",
+        }
+    return {"errorType": type(exc).__name__, "errorMessage": str(exc)}  # an exception the module raised as it ran
+
+
 def main() -> None:
     # The sandbox's own settings are taken out of the environment the function sees.
     responses = os.fdopen(int(os.environ.pop("SANDBOX_RESPONSE_FD")), "w", buffering=1)
     function_arn = os.environ.pop("SANDBOX_FUNCTION_ARN")
     sys.path[:0] = os.environ.pop("SANDBOX_PYTHONPATH").split(os.pathsep)
+    sandbox_only = os.environ.pop("SANDBOX_ONLY_PATH", "")
     offset = float(os.environ.pop("SANDBOX_TIME_OFFSET_SECONDS", "0"))
     if offset:
         # Simulated wall-clock time (`deployer sandbox --time`): it ticks on from the given moment.
+        # time-machine is the sandbox's, not the layer's: last on the path, so nothing deployed finds it first.
+        sys.path.append(sandbox_only)
         import time_machine
 
         time_machine.travel(time.time() + offset, tick=True).start()
@@ -53,10 +72,15 @@ def main() -> None:
     module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
     started = time.perf_counter()
     try:
-        handler = getattr(importlib.import_module(module_name), function_name)
+        handler = getattr(importlib.import_module(module_name), function_name, None)
+        error = None
+        if handler is None:
+            message = f"Handler '{function_name}' missing on module '{module_name}'"
+            error = {"errorType": "Runtime.HandlerNotFound", "errorMessage": message}
     except Exception as exc:
         traceback.print_exc()
-        error = {"errorType": f"Runtime.ImportModuleError.{type(exc).__name__}", "errorMessage": str(exc)}
+        error = import_error(exc, module_name)
+    if error is not None:
         responses.write(json.dumps({"ready": False, "error": error}) + "\n")
         return
     responses.write(json.dumps({"ready": True, "initSeconds": time.perf_counter() - started}) + "\n")

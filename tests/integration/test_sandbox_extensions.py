@@ -7,9 +7,12 @@ moto upgrade changes what they build on, these tests say which one broke.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import re
+import shutil
 import textwrap
 import threading
 import time
@@ -27,10 +30,10 @@ from botocore.exceptions import ClientError
 from deployer.spec import load_spec_file
 from deployer.windows import window_status
 from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCOUNT, account_session
-from sandbox.lambda_runtime import FunctionConfig
+from sandbox.lambda_runtime import LAMBDA_VENV, FunctionConfig, LambdaRuntime
 from sandbox.server import Sandbox
 from sandbox.template import Resolver, load_template
-from tests.sandbox_fixtures import wait_for
+from tests.sandbox_fixtures import load_event, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEV = TARGET_ACCOUNTS["dev"]
@@ -229,6 +232,7 @@ def test_sfn_named_execution_keeps_its_name(sandbox: Sandbox) -> None:
 PROBE_HANDLER = textwrap.dedent(
     '''
     """A function for the runtime's tests: does what its event asks."""
+    import importlib.util
     import os
     import pathlib
     import sys
@@ -257,6 +261,10 @@ PROBE_HANDLER = textwrap.dedent(
             sys.exit(3)
         if action == "now":
             return time.time()
+        if action == "imports":
+            found = {name: importlib.util.find_spec(name) for name in event["modules"]}
+            origins = {name: spec and spec.origin for name, spec in found.items()}
+            return {"path": sys.path, "prefix": sys.prefix, "base": sys.base_prefix, "found": origins}
         return {"function": context.function_name}
     '''
 )
@@ -455,7 +463,109 @@ def test_lambda_import_failure_is_an_unhandled_error(
     answered = invoke(name, {})
     assert answered.status == 200
     assert answered.error == "Unhandled"
+    # ... named after the exception, as Lambda's Python runtime names any exception a module raises on import
+    assert answered.payload["errorType"] == "ValueError"
     assert "broken at import" in answered.payload["errorMessage"]
+
+
+def test_lambda_handler_missing_from_its_module_is_lambdas_handler_not_found(
+    register: Callable[..., str], invoke: Callable[..., Invoked]
+) -> None:
+    answered = invoke(register("probe-no-handler", handler="probe.nothing_here"), {})
+
+    assert answered.error == "Unhandled"
+    assert answered.payload == {
+        "errorType": "Runtime.HandlerNotFound",
+        "errorMessage": "Handler 'nothing_here' missing on module 'probe'",
+    }
+
+
+def _copy_of_deployed(sandbox: Sandbox, function: str, code_dir: Path, first_line: str = "") -> str:
+    """Registers a copy of one of the stack's functions (its variables, layer and role) whose code is a copy
+    of the repository's in ``code_dir``, with ``first_line`` put before its app.py; returns its name."""
+    assert sandbox.runtime is not None
+    deployed = sandbox.runtime.functions[f"{sandbox.stack_name}-{function.replace('_', '-')}"]
+    shutil.copytree(REPO / "functions" / function, code_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    app = code_dir / "app.py"
+    app.write_text(first_line + app.read_text())
+    name = f"copy-of-{function.replace('_', '-')}-{code_dir.name}"
+    arn = deployed.arn.removesuffix(deployed.name) + name
+    sandbox.runtime.register(dataclasses.replace(deployed, name=name, arn=arn, code_dir=code_dir))
+    return name
+
+
+def test_lambda_function_importing_what_the_layer_does_not_ship_fails_as_on_lambda(
+    sandbox: Sandbox, invoke: Callable[..., Invoked], tmp_path: Path
+) -> None:
+    # GIVEN a package that the sandbox's own environment has (the development tools) and the layer does not ship
+    assert importlib.util.find_spec("moto") is not None
+    # ... and two copies of a deployed function, one of which imports it
+    intact = _copy_of_deployed(sandbox, "release_lock", tmp_path / "intact")
+    importing = _copy_of_deployed(sandbox, "release_lock", tmp_path / "imports-moto", first_line="import moto\n")
+    event = load_event("deployment.json")
+    event["deployment"]["deploymentId"] = f"runtime-{uuid.uuid4().hex[:8]}"
+
+    # WHEN each is invoked through Lambda's Invoke API
+    answered_intact, answered_importing = invoke(intact, event), invoke(importing, event)
+
+    # THEN the intact copy imports and answers (it held no lock)
+    assert answered_intact.error is None, answered_intact.payload
+    assert answered_intact.payload == {"released": False}
+    # ... and the other cannot start, with the error Lambda's Python runtime gives
+    assert answered_importing.status == 200
+    assert answered_importing.error == "Unhandled"
+    assert answered_importing.payload == {
+        "errorType": "Runtime.ImportModuleError",
+        "errorMessage": "Unable to import module 'app': No module named 'moto'",
+    }
+
+
+def test_lambda_worker_sees_the_runtime_environment_and_the_simulated_clock_comes_last(
+    probe_dir: Path, tmp_path: Path
+) -> None:
+    # GIVEN a function with the deployer layer, run on the real clock and on a simulated one
+    layer = REPO / "layers" / "deployer"
+    config = FunctionConfig(
+        name="probe-imports",
+        arn=f"arn:aws:lambda:af-south-1:{TOOLING_ACCOUNT}:function:probe-imports",
+        handler="probe.handler",
+        code_dir=probe_dir,
+        layer_dirs=(layer,),
+        environment={},
+        timeout_seconds=30,
+        memory_mb=128,
+    )
+    modules = ["boto3", "deployer", "time_machine", "moto", "pytest", "requests", "sandbox"]
+    seen: dict[str, Any] = {}
+    for clock, base_env in (("real", {}), ("simulated", {"SANDBOX_TIME_OFFSET_SECONDS": "86400"})):
+        runtime = LambdaRuntime(base_env=base_env, log_dir=tmp_path / clock)
+        try:
+            # WHEN the function reports its sys.path and where its imports would come from
+            seen[clock], errored = runtime.invoke(config, {"action": "imports", "modules": modules})
+        finally:
+            runtime.stop()
+        assert not errored, seen[clock]
+
+    # THEN it runs in the runtime environment, and its path is the code, the layer, the standard library and
+    # that environment's site-packages, nothing else
+    assert seen["real"]["prefix"] == str(LAMBDA_VENV)
+    path = seen["real"]["path"]
+    site_packages = LAMBDA_VENV / "lib" / "python3.12" / "site-packages"
+    assert path[:2] == [str(probe_dir), str(layer)]
+    assert path[-1] == str(site_packages)
+    assert all(entry.startswith(f"{seen['real']['base']}/") for entry in path[2:-1]), path
+    # ... the layer's packages come from that environment, and nothing of the development tools is there
+    found = seen["real"]["found"]
+    assert found["boto3"].startswith(f"{site_packages}/")
+    assert found["deployer"].startswith(f"{layer}/")
+    absent = ("time_machine", "moto", "pytest", "requests", "sandbox")
+    assert {name: found[name] for name in absent} == dict.fromkeys(absent)
+    # AND with a simulated clock, time-machine's directory comes last, after the layer and the environment
+    assert seen["simulated"]["path"] == [*path, str(LAMBDA_VENV / "sandbox-only")]
+    found = seen["simulated"]["found"]
+    assert found["time_machine"].startswith(f"{LAMBDA_VENV / 'sandbox-only'}/")
+    assert found["moto"] is None
+    assert found["pytest"] is None
 
 
 def test_lambda_paused_holds_invocations_of_that_function_until_the_block_exits(

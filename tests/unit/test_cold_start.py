@@ -1,4 +1,5 @@
-"""What a cold start imports and does, each function in a fresh interpreter as Lambda's INIT runs it.
+"""What a cold start imports and does, each function in a fresh interpreter as Lambda's INIT runs it:
+the functions' runtime environment's (.venv-lambda, the layer's requirements only), as the sandbox's workers.
 
 These assert behaviour (which modules load, what the tracer patches, that deferred models
 still validate), never timing: bench/cold_start.py measures the time.
@@ -8,11 +9,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from bench.cold_start import function_environments, lambda_environment
+from bench.cold_start import LAMBDA_PYTHON, function_environments, lambda_environment
 
 REPO = Path(__file__).resolve().parents[2]
 LAYER = REPO / "layers" / "deployer"
@@ -35,7 +35,7 @@ result = {{"network": network, "modules": sorted(sys.modules)}}
 print(json.dumps(result))
 """
     done = subprocess.run(
-        [sys.executable, "-I", "-c", program], cwd=function_dir, env=env, capture_output=True, text=True, check=False
+        [LAMBDA_PYTHON, "-I", "-c", program], cwd=function_dir, env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout.splitlines()[-1]))
