@@ -49,7 +49,7 @@ def scale_spec(repo: Path, count: int) -> tuple[str, str]:
     data["policy"].setdefault("rollback", {})["latencyThresholdMs"] = 10_000
     data["resources"] = {
         "buckets": [{**bucket, "name": f"bbws-{name}-bucket-{i:03d}"} for i in range(count)],
-        "tables": [{**table, "name": f"Scale{count}-Table-{i:03d}"} for i in range(count)],
+        "tables": [{**table, "name": f"Site-Scale{count}-Table-{i:03d}"} for i in range(count)],
     }
     return name, yaml.safe_dump(data, sort_keys=False)
 

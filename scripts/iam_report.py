@@ -102,11 +102,15 @@ def collect(files: list[Path], repo: Path = REPO) -> dict[str, RoleReport]:
             if not use["allowed"]:
                 report.denied[(use["action"], use["resource"])] += use["count"]
                 continue
-            report.used[(use["action"], use["resource"])] += use["count"]
             request = Request(use["action"], use["resource"], {**use["keys"], "aws:PrincipalArn": [use["role"]]})
-            for key, one in grants.get(use["role"], []):
-                if not report.grants[key][1] and evaluate([{"Statement": [one]}], request).allowed:
-                    report.grants[key] = (report.grants[key][0], True)
+            allowing = [
+                key for key, one in grants.get(use["role"], []) if evaluate([{"Statement": [one]}], request).allowed
+            ]
+            for key in allowing:
+                report.grants[key] = (report.grants[key][0], True)
+            # Listed under the grant that allows it (its resource pattern), so a role's uses read as its grants do.
+            shown = report.grants[allowing[0]][0] if allowing else use["resource"]
+            report.used[(use["action"], shown)] += use["count"]
     return reports
 
 
@@ -126,7 +130,7 @@ def render(reports: dict[str, RoleReport], reasons: dict[str, dict[str, str]]) -
         role_reasons = reasons.get(name, {})
         lines += [f"## {name}", ""]
         if report.used:
-            lines += ["| used | resource | calls |", "|---|---|---|"]
+            lines += ["| used | resource (as granted) | calls |", "|---|---|---|"]
             lines += [f"| `{a}` | `{r}` | {n} |" for (a, r), n in sorted(report.used.items())]
             lines.append("")
         else:
