@@ -6,8 +6,8 @@ endpoint (inside ``call_counter``, which counts denied calls too, as CloudTrail 
 
 1. identifies the principal from the request's access key: keys that STS issued for a role
    (moto keeps them, ``AssumeRole``) are that role's session; a fixed key may stand for a role
-   (moto's ASL interpreter signs every service integration with one: it is the state
-   machine's role). Every other key (the sandbox's bootstrap, the tooling admin key), and the
+   (``sandbox.sfn_roles`` signs each of the state machine's service integrations with a key
+   standing for the execution's role). Every other key (the sandbox's bootstrap, the tooling admin key), and the
    sessions of ``exempt_roles`` (an administrator setting up an account), is unrestricted.
 2. maps the request to the IAM action(s) and resource ARN(s) it needs (``iam_actions.yaml``,
    ``ActionMap``): an operation the map lacks is denied, naming it;
@@ -360,7 +360,7 @@ class IamEnforcer:
     """The WSGI layer: authorizes every call of a restricted principal (see the module's docstring)."""
 
     action_map: ActionMap = field(default_factory=ActionMap.load)
-    # Access keys standing for a role without STS: moto's ASL interpreter's fixed key -> the state machine's role.
+    # Access keys standing for a role without STS: sandbox.sfn_roles registers one per state machine role.
     fixed_keys: dict[str, str] = field(default_factory=dict)
     # Role names whose sessions are unrestricted (an administrator bootstrapping an account).
     exempt_roles: frozenset[str] = frozenset()
