@@ -139,15 +139,18 @@ def test_cli_requires_an_environment() -> None:
     assert exit_.value.code == 2
 
 
-def test_sandbox_command_serves_until_interrupted() -> None:
+def test_sandbox_command_serves_until_interrupted(tmp_path: Path) -> None:
     # GIVEN `deployer sandbox` started as a server on a free port
-    server = subprocess.Popen(
-        [sys.executable, "-m", "deployer_cli.main", "sandbox", "--port", "0", "--slack-signing-secret", "s3cr3t"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    # (its log goes to a file: an unread pipe would block the server once its buffer filled)
+    log = tmp_path / "sandbox.log"
+    with log.open("w") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "deployer_cli.main", "sandbox", "--port", "0", "--slack-signing-secret", "s3cr3t"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=REPO,
+        )
     try:
         assert server.stdout is not None
         info = json.loads(server.stdout.readline())  # one JSON line
@@ -164,4 +167,4 @@ def test_sandbox_command_serves_until_interrupted() -> None:
         assert {o["OutputKey"] for o in outputs} >= {"StateMachineArn", "RecordsTableName", "SpecsBucketName"}
     finally:
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=60) == 0
+        assert server.wait(timeout=60) == 0, log.read_text()[-2000:]
