@@ -450,10 +450,13 @@ class _RunbookCli:
 
 @contextmanager
 def _function_environment(sandbox: Sandbox) -> Iterator[None]:
-    """The Validate function's environment variables in this process, as its Lambda container has them."""
+    """The Validate function's environment variables in this process, as its Lambda container has them.
+
+    Its role's credentials included, as Lambda gives them: the sandbox evaluates IAM for its calls.
+    """
     assert sandbox.runtime is not None
     config = next(c for c in sandbox.runtime.functions.values() if c.code_dir.name == "validate")
-    overlay = {**sandbox.runtime.base_env, **config.environment}
+    overlay = {**sandbox.runtime.base_env, **sandbox.runtime.credentials(config), **config.environment}
     saved = {k: os.environ.get(k) for k in overlay}
     os.environ.update(overlay)
     try:
