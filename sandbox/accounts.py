@@ -20,16 +20,19 @@ TARGET_ACCOUNTS = {"dev": "536580886816", "sit": "815856636111", "prod": "093646
 BOOTSTRAP_ROLE = "OrganizationAccountAccessRole"
 
 
-def account_session(sts: Any, account: str) -> boto3.Session:
-    """A session that acts in ``account`` (as an administrator setting the account up would)."""
-    creds = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/{BOOTSTRAP_ROLE}", RoleSessionName="sandbox-bootstrap"
-    )["Credentials"]
+def role_session(sts: Any, role_arn: str, session_name: str) -> boto3.Session:
+    """A session of ``role_arn``, assumed with ``sts`` (whose caller IAM and the role's trust must allow it)."""
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name)["Credentials"]
     return boto3.Session(
         aws_access_key_id=creds["AccessKeyId"],
         aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
     )
+
+
+def account_session(sts: Any, account: str) -> boto3.Session:
+    """A session that acts in ``account`` (as an administrator setting the account up would)."""
+    return role_session(sts, f"arn:aws:iam::{account}:role/{BOOTSTRAP_ROLE}", "sandbox-bootstrap")
 
 
 def install_deployment_roles(

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCESS_KEY, TOOLING_ACCOUNT, account_session
+from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCESS_KEY, TOOLING_ACCOUNT, account_session, role_session
 from sandbox.lambda_runtime import FunctionConfig
 from sandbox.server import Sandbox
 from sandbox.template import load_template
@@ -26,15 +26,6 @@ DEV = TARGET_ACCOUNTS["dev"]
 Session = Callable[[str], boto3.Session]
 
 
-def _session(sts: Any, role_arn: str, name: str = "pytest") -> boto3.Session:
-    credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
-
-
 @pytest.fixture(scope="module")
 def function_role(sandbox: Sandbox) -> Session:
     """A session as a function's execution role (by logical id), as Lambda gives its container."""
@@ -42,7 +33,7 @@ def function_role(sandbox: Sandbox) -> Session:
 
     def assume(logical_id: str) -> boto3.Session:
         arn = iam.get_role(RoleName=f"{sandbox.stack_name}-{logical_id}Role")["Role"]["Arn"]
-        return _session(sandbox.client("sts"), arn, logical_id)
+        return role_session(sandbox.client("sts"), arn, logical_id)
 
     return assume
 
@@ -74,7 +65,7 @@ def test_validations_deployment_role_session_cannot_delete_an_item_outside_the_v
         admin.put_item(TableName="Site-Iam-Test", Item={"SiteId": {"S": site}})
     # AND the Validate function's session in DEV: its role assumes the deployment role, as Tooling.target_for does
     validate = client(sandbox, function_role("ValidateFunction"), "sts")
-    target = _session(validate, sandbox.deployment_roles["dev"], "validate")
+    target = role_session(validate, sandbox.deployment_roles["dev"], "validate")
     ddb = client(sandbox, target, "dynamodb")
 
     # WHEN it deletes the site THEN IAM refuses, naming the action and the table, and the item stays
@@ -146,7 +137,7 @@ def nothing_allowed(sandbox: Sandbox) -> boto3.Session:
         ],
     }
     iam.put_role_policy(RoleName="iam-test-nothing", PolicyName="p", PolicyDocument=json.dumps(policy))
-    return _session(sandbox.client("sts"), arn, "probe")
+    return role_session(sandbox.client("sts"), arn, "probe")
 
 
 @pytest.mark.parametrize(
