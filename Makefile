@@ -116,6 +116,7 @@ build: $(SAM_VENV)/.installed requirements-lambda.lock
 	# compiles the layer (botocore included) from source. Hash-checked, since zips keep no mtimes.
 	$(PYTHON) -m compileall -q -j 0 --invalidation-mode checked-hash .aws-sam/build
 	test -f .aws-sam/build/DeployerLayer/python/deployer/pipeline.py
+	test -f .aws-sam/build/DeployerLayer/python/deployer/guardrails.yaml
 	ls .aws-sam/build/DeployerLayer/python/pydantic_core/ | grep -q aarch64
 	test -f .aws-sam/build/DeployerLayer/python/deployer/__pycache__/pipeline.cpython-312.pyc
 

@@ -38,9 +38,9 @@ STATE_TRANSITION = 0.05
 
 
 def scale_spec(repo: Path, count: int) -> tuple[str, str]:
-    """An environment named scale-<count> with ``count`` buckets and ``count`` tables; (name, YAML)."""
+    """An environment dev-scale-<count> (DEV's account takes dev-*): ``count`` buckets and tables; (name, YAML)."""
     data = yaml.safe_load((repo / "environments" / "dev.yaml").read_text())
-    name = f"scale-{count}"
+    name = f"dev-scale-{count}"
     bucket, table = data["resources"]["buckets"][0], data["resources"]["tables"][0]
     data["environment"] = name
     data["tags"]["Environment"] = name

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from deployer.approvals import Approval
+from deployer.guardrails import packaged
 from deployer_cli import client
 from deployer_cli.clicks import SandboxSlack, slack_user
 from deployer_cli.client import Stack
@@ -38,7 +39,15 @@ class Deployments:
     spec_dir: Path
 
     def spec(self, environment: str, **changes: Any) -> Path:
-        """Write a spec for a test environment (a copy of dev's, with changes) into spec_dir."""
+        """Write a spec for a test environment (a copy of dev's, with changes) into spec_dir.
+
+        The copy deploys into DEV's account, whose guardrails take environments named ``dev-*``.
+        """
+        allowed = packaged().for_account(DEV)
+        assert allowed.allows_environment(environment), (
+            f"{environment!r}: a test environment deploys into DEV's account, whose guardrails allow only "
+            f"{', '.join(allowed.environments)}"
+        )
         data = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
         data.update(environment=environment, **changes)
         path = self.spec_dir / f"{environment}.yaml"

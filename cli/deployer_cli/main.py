@@ -315,6 +315,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guardrails(args: argparse.Namespace) -> int:
+    """The guardrails the deployed stack enforces, as its deployments API reports them."""
+    from deployer.guardrails import Guardrails
+
+    with connect(args) as stack:
+        document = client.api_call(stack, "GET", "/guardrails")
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print("\n".join(Guardrails.model_validate(document).describe()))
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sandbox.server import Sandbox
 
@@ -410,6 +423,9 @@ def _add_inspection_commands(sub: Any, target: argparse.ArgumentParser) -> None:
     hist.add_argument("--env", required=True)
     hist.add_argument("--limit", type=int, default=20)
     hist.set_defaults(func=cmd_history)
+
+    rails = sub.add_parser("guardrails", parents=[target], help="each target account's rules, deployed with the stack")
+    rails.set_defaults(func=cmd_guardrails)
 
     box = sub.add_parser("sandbox", help="serve a sandbox until interrupted")
     box.add_argument("--port", type=int, default=4566)

@@ -167,8 +167,8 @@ def test_prod_needs_two_distinct_approvers_and_never_the_requester(deployments: 
 
 
 def test_forged_click_is_rejected_and_changes_nothing(deployments: Deployments) -> None:
-    approval_spec(deployments, "e2e-forged")
-    arn = deployments.start("e2e-forged")
+    approval_spec(deployments, "dev-e2e-forged")
+    arn = deployments.start("dev-e2e-forged")
     approval = deployments.approval(arn)
     body = "payload=" + json.dumps({"type": "block_actions", "user": {"id": "U0APPROVE1"}})
     forged = urllib.request.Request(
@@ -189,13 +189,13 @@ def test_reminder_then_expiry(deployments: Deployments) -> None:
     # GIVEN an environment whose approvals remind after 3 s and expire after 9 s, with an escalation contact
     approval_spec(
         deployments,
-        "e2e-expiry",
+        "dev-e2e-expiry",
         timeoutMinutes=0.15,
         reminderMinutes=0.05,
         escalationApprovers=[{"slackUserId": "U0ESCALATE", "name": "head"}],
     )
     # WHEN nobody decides
-    arn = deployments.start("e2e-expiry")
+    arn = deployments.start("dev-e2e-expiry")
     approval = deployments.approval(arn)
     result = deployments.finish(arn)
 
@@ -210,7 +210,7 @@ def test_reminder_then_expiry(deployments: Deployments) -> None:
     final = json.dumps(deployments.approval_message(approval)["blocks"])
     assert "Expired" in final
     assert "Rejected" not in final
-    assert deployments.stack.records.lock_holder("e2e-expiry") is None
+    assert deployments.stack.records.lock_holder("dev-e2e-expiry") is None
 
     # AND a click after expiry is harmless
     late = deployments.click(approval, "approver-1")

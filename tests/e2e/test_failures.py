@@ -47,7 +47,7 @@ def test_failing_write_check_rolls_back_and_releases_the_lock(
     # GIVEN an environment whose existing bucket has a policy denying object writes
     bucket = "bbws-e2e-denied-bucket"
     deployments.spec(
-        "e2e-denied",
+        "dev-e2e-denied",
         resources={"buckets": [{"name": bucket}]},
     )
     s3 = deployments.target_client("s3")
@@ -70,7 +70,7 @@ def test_failing_write_check_rolls_back_and_releases_the_lock(
     )
 
     # WHEN it is deployed
-    result = deployments.run("e2e-denied")
+    result = deployments.run("dev-e2e-denied")
 
     # THEN the write check fails with AccessDenied on a bucket this deployment changed: a configuration
     # error (runbook section 9), so it is rolled back, and the lock is free
@@ -82,7 +82,7 @@ def test_failing_write_check_rolls_back_and_releases_the_lock(
     assert re.search("AccessDenied|Forbidden", failed[0]["detail"])
     assert "bucket.write-read-delete" in result["cause"]
     assert any(c["passed"] for c in result["checks"])  # the other checks still ran
-    assert deployments.stack.records.lock_holder("e2e-denied") is None
+    assert deployments.stack.records.lock_holder("dev-e2e-denied") is None
     events = bus_events.for_deployment(result["deploymentId"])
     assert [e["detail-type"] for e in events] == ["Deployment Started", "Rollback Started", "Rollback Completed"]
     assert events[2]["detail"]["error"] == "ValidationFailed"
@@ -95,7 +95,7 @@ def test_bucket_owned_by_another_account_fails_preflight_naming_it(deployments: 
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "af-south-1"}
     )
     deployments.spec(
-        "e2e-taken",
+        "dev-e2e-taken",
         resources={
             "buckets": [{"name": bucket}],
             "tables": [{"name": "Site-E2E-Taken", "partitionKey": {"name": "SiteId"}}],
@@ -103,7 +103,7 @@ def test_bucket_owned_by_another_account_fails_preflight_naming_it(deployments: 
     )
 
     # WHEN a DEV-account environment that wants that name is deployed
-    result = deployments.run("e2e-taken")
+    result = deployments.run("dev-e2e-taken")
 
     # THEN preflight fails naming the bucket, and nothing was created
     assert result["status"] == "FAILED"
@@ -114,7 +114,7 @@ def test_bucket_owned_by_another_account_fails_preflight_naming_it(deployments: 
     assert "Plan" not in deployments.states_entered(result["executionArn"])
     tables = deployments.target_client("dynamodb").list_tables()["TableNames"]
     assert "Site-E2E-Taken" not in tables
-    assert deployments.stack.records.lock_holder("e2e-taken") is None
+    assert deployments.stack.records.lock_holder("dev-e2e-taken") is None
 
 
 def test_approval_quorum_out_of_reach_without_the_requester_fails_preflight(deployments: Deployments) -> None:
@@ -125,12 +125,12 @@ def test_approval_quorum_out_of_reach_without_the_requester_fails_preflight(depl
         "channel": "C0E2E",
     }
     deployments.spec(
-        "e2e-quorum",
+        "dev-e2e-quorum",
         policy={"approvals": approvals, "lockLeaseMinutes": 90},
         resources={"buckets": [{"name": "bbws-e2e-quorum"}]},
     )
     # WHEN that approver requests it
-    result = deployments.run("e2e-quorum", requested_by="only-approver")
+    result = deployments.run("dev-e2e-quorum", requested_by="only-approver")
     # THEN preflight refuses before any approval is asked for
     assert result["error"] == "PreflightFailed"
     assert "other than the requester only-approver" in result["cause"]
@@ -140,10 +140,12 @@ def test_approval_quorum_out_of_reach_without_the_requester_fails_preflight(depl
 def test_missing_change_ticket_fails_preflight(deployments: Deployments) -> None:
     # GIVEN an environment whose policy requires a change ticket
     deployments.spec(
-        "e2e-ticket", policy={"changeTicket": {"required": True}}, resources={"buckets": [{"name": "bbws-e2e-ticket"}]}
+        "dev-e2e-ticket",
+        policy={"changeTicket": {"required": True}},
+        resources={"buckets": [{"name": "bbws-e2e-ticket"}]},
     )
     # WHEN it is deployed without one
-    result = deployments.run("e2e-ticket")
+    result = deployments.run("dev-e2e-ticket")
     # THEN preflight names the missing ticket
     assert result["error"] == "PreflightFailed"
     failed = [c["name"] for c in result["preflight"] if not c["passed"]]
@@ -185,16 +187,16 @@ def test_invalid_spec_in_the_store_fails_with_spec_invalid_naming_file_and_field
     # GIVEN a spec put into the store by hand (bypassing the CLI's validation) with a bad field
     s3 = deployments.stack.client("s3")
     bucket = deployments.stack.outputs["SpecsBucketName"]
-    text = (REPO / "environments" / "dev.yaml").read_text().replace("environment: dev", "environment: e2e-broken")
-    s3.put_object(Bucket=bucket, Key="environments/e2e-broken.yaml", Body=text.replace("type: S", "type: STRING"))
+    text = (REPO / "environments" / "dev.yaml").read_text().replace("environment: dev", "environment: dev-e2e-broken")
+    s3.put_object(Bucket=bucket, Key="environments/dev-e2e-broken.yaml", Body=text.replace("type: S", "type: STRING"))
     # WHEN a deployment of it is started from the console
     sfn = deployments.stack.client("stepfunctions")
     arn = sfn.start_execution(
         stateMachineArn=deployments.stack.state_machine_arn,
-        input=json.dumps({"environment": "e2e-broken", "requestedBy": "pytest"}),
+        input=json.dumps({"environment": "dev-e2e-broken", "requestedBy": "pytest"}),
     )["executionArn"]
     result = deployments.finish(arn)
     # THEN it fails with SpecInvalid naming the stored file and the field
     assert result["error"] == "SpecInvalid"
-    assert f"s3://{bucket}/environments/e2e-broken.yaml" in result["cause"]
+    assert f"s3://{bucket}/environments/dev-e2e-broken.yaml" in result["cause"]
     assert "resources.tables[0].partitionKey.type:" in result["cause"]

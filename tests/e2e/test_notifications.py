@@ -72,11 +72,11 @@ def test_notifications_slack_refuses_end_in_the_dead_letter_queue(
     deployments: Deployments, sandbox: Sandbox, stack: Stack
 ) -> None:
     # GIVEN an environment whose channel Slack refuses (an outage)
-    deployments.spec("outage", policy={**_dev_policy(), "notifications": {"channel": "#bbws-outage"}})
+    deployments.spec("dev-outage", policy={**_dev_policy(), "notifications": {"channel": "#bbws-outage"}})
     _slack(sandbox, "PUT", {"channel": "#bbws-outage"})
     try:
         # WHEN it deploys
-        result = deployments.run("outage")
+        result = deployments.run("dev-outage")
         assert result["status"] == "SUCCEEDED"  # a notification never fails a deployment
 
         # THEN each of its notifications, after Lambda's retries, waits in the dead-letter queue

@@ -146,13 +146,13 @@ def test_inside_the_wait_limit_waits_for_the_window_then_proceeds(deployments: D
     opens = next_local(deployments, "mon", "09:00", after=timedelta(minutes=1))
     window = {"timeZone": "Africa/Johannesburg", "weekdays": ["mon"], "start": "09:00", "end": "10:00"}
     deployments.spec(
-        "e2e-window",
+        "dev-e2e-window",
         policy={"window": {**window, "maxWaitHours": 1}},
         resources={"buckets": [{"name": "bbws-e2e-window-bucket"}]},
     )
     deployments.sandbox.travel(opens - timedelta(seconds=12))
     try:
-        result = deployments.run("e2e-window")
+        result = deployments.run("dev-e2e-window")
     finally:
         deployments.sandbox.travel_to_window("prod")
     # THEN it waited for the window, checked again, and deployed
@@ -175,11 +175,11 @@ def test_scheduled_deployment_is_announced_then_waits_for_its_time(
     deployments: Deployments, bus_events: EventCapture
 ) -> None:
     # GIVEN an environment that needs no notice, scheduled a few seconds ahead
-    deployments.spec("e2e-scheduled", resources={"buckets": [{"name": "bbws-e2e-scheduled-bucket"}]})
+    deployments.spec("dev-e2e-scheduled", resources={"buckets": [{"name": "bbws-e2e-scheduled-bucket"}]})
     # Far enough ahead (on the functions' clock) that a slow, loaded machine still starts it before its time.
     at = deployments.sandbox.now() + timedelta(seconds=10)
     # WHEN it is started
-    arn = deployments.start("e2e-scheduled", scheduled_for=at, change_ticket="CHG-302")
+    arn = deployments.start("dev-e2e-scheduled", scheduled_for=at, change_ticket="CHG-302")
     # THEN the window is announced at once, and nothing is applied before the scheduled time
     wait_for(lambda: "WaitForSchedule" in deployments.states_entered(arn), "the wait for the scheduled time")
     assert "AcquireLock" not in deployments.states_entered(arn)

@@ -55,12 +55,12 @@ def test_writes_failing_roll_back_and_keep_every_item_and_version(
     deployments: Deployments, bus_events: EventCapture, fault: Any
 ) -> None:
     # GIVEN a deployed environment holding data, whose bucket then drifts (versioning suspended)
-    seeded = seeded_environment(deployments, "e2e-dataloss")
+    seeded = seeded_environment(deployments, "dev-e2e-dataloss")
     s3 = deployments.target_client("s3")
     s3.put_bucket_versioning(Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"})
     # WHEN the repair deployment runs while every write fails (a disabled KMS key)
     fault("validation-writes-fail")
-    result = deployments.run("e2e-dataloss")
+    result = deployments.run("dev-e2e-dataloss")
 
     # THEN it is rolled back under the data-loss criterion, to the recorded prior state
     assert result["status"] == "ROLLED_BACK", result
@@ -73,7 +73,7 @@ def test_writes_failing_roll_back_and_keep_every_item_and_version(
     assert all(c["passed"] for c in result["rollback"]["validation"])
     # AND every seeded item and object version is still there
     assert_seeded_data_intact(deployments, seeded)
-    assert deployments.stack.records.lock_holder("e2e-dataloss") is None
+    assert deployments.stack.records.lock_holder("dev-e2e-dataloss") is None
     kinds = [e["detail-type"] for e in bus_events.for_deployment(result["deploymentId"])]
     assert "Rollback Completed" in kinds
     # AND the post-incident report is stored with the deployment
@@ -85,17 +85,17 @@ def test_writes_failing_roll_back_and_keep_every_item_and_version(
 
 def test_security_exposure_rolls_back_and_removes_only_what_holds_no_data(deployments: Deployments, fault: Any) -> None:
     # GIVEN a seeded environment that gains a new bucket, whose public access block does not stick
-    seeded = seeded_environment(deployments, "e2e-exposed")
+    seeded = seeded_environment(deployments, "dev-e2e-exposed")
     new_bucket = "bbws-e2e-exposed-new"
     deployments.spec(
-        "e2e-exposed",
+        "dev-e2e-exposed",
         resources={
             "buckets": [{"name": seeded["bucket"]}, {"name": new_bucket}],
             "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
         },
     )
     fault("public-access-block-not-applied")
-    result = deployments.run("e2e-exposed")
+    result = deployments.run("dev-e2e-exposed")
 
     # THEN the security criterion rolls it back: the new, empty bucket is removed, the rest kept with its data
     assert result["status"] == "ROLLED_BACK", result
@@ -108,9 +108,9 @@ def test_security_exposure_rolls_back_and_removes_only_what_holds_no_data(deploy
 
 def test_missing_labels_fix_forward(deployments: Deployments, fault: Any) -> None:
     # GIVEN a seeded environment whose tags change, but tagging does not stick
-    seeded = seeded_environment(deployments, "e2e-labels")
+    seeded = seeded_environment(deployments, "dev-e2e-labels")
     deployments.spec(
-        "e2e-labels",
+        "dev-e2e-labels",
         tags={"Project": "bbws", "Owner": "platform-team"},
         resources={
             "buckets": [{"name": seeded["bucket"]}],
@@ -118,7 +118,7 @@ def test_missing_labels_fix_forward(deployments: Deployments, fault: Any) -> Non
         },
     )
     fault("tags-not-applied")
-    result = deployments.run("e2e-labels")
+    result = deployments.run("dev-e2e-labels")
 
     # THEN labels are a documentation issue: fixed forward, the deployment stands, with warnings
     assert result["status"] == "SUCCEEDED_WITH_WARNINGS", result
@@ -142,19 +142,19 @@ def test_game_day_from_the_command_line_and_the_incident_report(deployments: Dep
     faults = json.loads(listed.stdout)
     assert {"name", "criterion", "expected", "environments"} <= set(faults[0])
     # WHEN a deployment runs with a fault injected through the CLI
-    seeded = seeded_environment(deployments, "e2e-gameday")
+    seeded = seeded_environment(deployments, "dev-e2e-gameday")
     deployments.target_client("s3").put_bucket_versioning(
         Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"}
     )
     deployments.spec(
-        "e2e-gameday",
+        "dev-e2e-gameday",
         resources={
             "buckets": [{"name": seeded["bucket"]}],
             "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
         },
     )
     ran = deployer(
-        deployments, "run", "--env", "e2e-gameday", "--spec-dir", str(deployments.spec_dir),
+        deployments, "run", "--env", "dev-e2e-gameday", "--spec-dir", str(deployments.spec_dir),
         "--inject", "validation-writes-fail", "--json",
     )  # fmt: skip
     # THEN it is rolled back (exit 1), the fault is cleared afterwards, and the report tells the whole story
@@ -194,10 +194,10 @@ def test_resource_exhaustion_rolls_back_what_was_created_and_keeps_the_data(
     deployments: Deployments, fault: Any
 ) -> None:
     # GIVEN a seeded environment that gains a table (created first) and a bucket, with the bucket quota used up
-    seeded = seeded_environment(deployments, "e2e-limits")
+    seeded = seeded_environment(deployments, "dev-e2e-limits")
     new_table = f"{TABLE}-e2e-limits-new"
     deployments.spec(
-        "e2e-limits",
+        "dev-e2e-limits",
         resources={
             "buckets": [{"name": seeded["bucket"]}, {"name": "bbws-e2e-limits-new"}],
             "tables": [
@@ -207,7 +207,7 @@ def test_resource_exhaustion_rolls_back_what_was_created_and_keeps_the_data(
         },
     )
     fault("bucket-limit-reached")
-    result = deployments.run("e2e-limits")
+    result = deployments.run("dev-e2e-limits")
 
     # THEN provisioning fails on the quota, which is resource exhaustion: rolled back
     assert result["status"] == "ROLLED_BACK", result
@@ -218,10 +218,10 @@ def test_resource_exhaustion_rolls_back_what_was_created_and_keeps_the_data(
 
 def test_a_new_table_that_received_data_is_retained_by_the_rollback(deployments: Deployments, fault: Any) -> None:
     # GIVEN a seeded environment that gains a new table, which receives data before validation runs
-    seeded = seeded_environment(deployments, "e2e-retain")
+    seeded = seeded_environment(deployments, "dev-e2e-retain")
     new_table = f"{TABLE}-e2e-retain-new"
     deployments.spec(
-        "e2e-retain",
+        "dev-e2e-retain",
         resources={
             "buckets": [{"name": seeded["bucket"]}],
             "tables": [
@@ -232,7 +232,7 @@ def test_a_new_table_that_received_data_is_retained_by_the_rollback(deployments:
     )
     validate = f"{deployments.sandbox.stack_name}-validate"
     with deployments.sandbox.runtime.paused(validate):  # type: ignore[union-attr]
-        arn = deployments.start("e2e-retain")
+        arn = deployments.start("dev-e2e-retain")
         wait_for(lambda: "ValidateShard" in deployments.states_entered(arn), "validation to start")
         ddb = deployments.target_client("dynamodb")
         ddb.put_item(TableName=new_table, Item={"SiteId": {"S": "early-customer"}})
@@ -250,19 +250,19 @@ def test_a_new_table_that_received_data_is_retained_by_the_rollback(deployments:
 
 def test_manual_rollback_to_a_named_deployment(deployments: Deployments) -> None:
     # GIVEN an environment deployed twice: first with versioning, then a spec that changes its tags
-    seeded = seeded_environment(deployments, "e2e-manual")
-    first = deployments.stack.records.history("e2e-manual", 1)[0]["deploymentId"]
+    seeded = seeded_environment(deployments, "dev-e2e-manual")
+    first = deployments.stack.records.history("dev-e2e-manual", 1)[0]["deploymentId"]
     deployments.spec(
-        "e2e-manual",
+        "dev-e2e-manual",
         tags={"Project": "bbws", "Release": "2026.12"},
         resources={
             "buckets": [{"name": seeded["bucket"]}],
             "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
         },
     )
-    assert deployments.run("e2e-manual")["status"] == "SUCCEEDED"
+    assert deployments.run("dev-e2e-manual")["status"] == "SUCCEEDED"
     # WHEN an operator rolls back to the first deployment
-    completed = deployer(deployments, "rollback", "--env", "e2e-manual", "--to", first, "--json")
+    completed = deployer(deployments, "rollback", "--env", "dev-e2e-manual", "--to", first, "--json")
     # THEN that deployment's spec version is deployed again, through the normal pipeline
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
@@ -277,7 +277,7 @@ def test_manual_rollback_to_a_named_deployment(deployments: Deployments) -> None
 
 
 def test_rollback_to_a_failed_or_foreign_deployment_is_refused(deployments: Deployments) -> None:
-    completed = deployer(deployments, "rollback", "--env", "e2e-manual", "--to", "no-such-deployment", "--json")
+    completed = deployer(deployments, "rollback", "--env", "dev-e2e-manual", "--to", "no-such-deployment", "--json")
     assert completed.returncode == 1
     result = json.loads(completed.stdout)
     assert result["error"] == "InputInvalid"
@@ -297,7 +297,7 @@ def test_each_criterion_decides_as_the_runbook_says_and_loses_no_data(
     deployments: Deployments, fault: Any, fault_name: str, criterion: str, status: str
 ) -> None:
     # GIVEN a seeded environment whose bucket has drifted, so the deployment changes it
-    environment = f"e2e-{fault_name}"
+    environment = f"dev-e2e-{fault_name}"
     seeded = seeded_environment(deployments, environment)
     deployments.target_client("s3").put_bucket_versioning(
         Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"}
@@ -320,10 +320,10 @@ def test_a_rollback_that_fails_declares_an_incident_and_can_be_resumed(
     deployments: Deployments, bus_events: EventCapture, fault: Any
 ) -> None:
     # GIVEN a seeded, drifted environment where writes fail, and restoring versioning is denied too
-    seeded = seeded_environment(deployments, "e2e-blocked")
+    seeded = seeded_environment(deployments, "dev-e2e-blocked")
     s3 = deployments.target_client("s3")
     s3.put_bucket_versioning(Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"})
-    deployments.run("e2e-blocked")  # repaired: versioning Enabled again, prior state Suspended recorded next time
+    deployments.run("dev-e2e-blocked")  # repaired: versioning Enabled again, prior state Suspended recorded next time
     s3.put_bucket_versioning(Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"})
 
     def versioning_denied(call: Call) -> Response | None:
@@ -342,13 +342,13 @@ def test_a_rollback_that_fails_declares_an_incident_and_can_be_resumed(
     )
     fault("validation-writes-fail")
     fault("versioning-denied")
-    result = deployments.run("e2e-blocked")
+    result = deployments.run("dev-e2e-blocked")
 
     # THEN the rollback fails: ROLLBACK_FAILED, an incident is declared, the lock is released, no data lost
     assert result["status"] == "ROLLBACK_FAILED", result
     kinds = [e["detail-type"] for e in bus_events.for_deployment(result["deploymentId"])]
     assert "Incident Declared" in kinds
-    assert deployments.stack.records.lock_holder("e2e-blocked") is None
+    assert deployments.stack.records.lock_holder("dev-e2e-blocked") is None
     assert_seeded_data_intact(deployments, seeded)
 
     # WHEN the cause is removed and the rollback is run again for that deployment
@@ -382,20 +382,20 @@ def _context(deployments: Deployments, execution_arn: str) -> dict[str, Any]:
 def test_missing_monitoring_fixes_forward(deployments: Deployments, fault: Any) -> None:
     # GIVEN a seeded bucket, and a new table whose CloudWatch metrics never arrive
     bucket = "bbws-e2e-unmonitored-bucket"
-    deployments.spec("e2e-unmonitored", resources={"buckets": [{"name": bucket}]})
-    assert deployments.run("e2e-unmonitored")["status"] == "SUCCEEDED"
+    deployments.spec("dev-e2e-unmonitored", resources={"buckets": [{"name": bucket}]})
+    assert deployments.run("dev-e2e-unmonitored")["status"] == "SUCCEEDED"
     s3 = deployments.target_client("s3")
     for version in range(3):
         s3.put_object(Bucket=bucket, Key="sites/site-001.json", Body=f'{{"version": {version}}}'.encode())
     deployments.spec(
-        "e2e-unmonitored",
+        "dev-e2e-unmonitored",
         resources={
             "buckets": [{"name": bucket}],
             "tables": [{"name": "Site-E2E-Unmonitored", "partitionKey": {"name": "SiteId"}}],
         },
     )
     fault("metrics-missing")
-    result = deployments.run("e2e-unmonitored")
+    result = deployments.run("dev-e2e-unmonitored")
     # THEN monitoring gaps are non-critical: fixed forward, the table stays, the deployment stands with a warning
     assert result["status"] == "SUCCEEDED_WITH_WARNINGS", result
     assert result["decision"]["criterion"] == "monitoringGap"

@@ -17,7 +17,7 @@ from deployer.models import DeploymentEvent
 from deployer_cli import client
 from tests.sandbox_fixtures import Deployments, load_event
 
-ENV = "int-dev"
+ENV = "dev-int"
 
 
 class Invoked:
@@ -53,6 +53,7 @@ def test_start_deployment_pins_the_spec_and_opens_the_record(deployments: Deploy
     assert context["regions"] == ["af-south-1"]
     assert context["policy"] == {
         "approvalsRequired": 0,
+        "previousApprovalsRequired": 0,
         "approvalFirstWaitSeconds": 3600,
         "lockLeaseSeconds": 7200,
         "hasWindow": False,
@@ -127,12 +128,12 @@ def test_preflight_refuses_a_quorum_out_of_reach_without_the_requester(
     # GIVEN an environment needing two approvals from its two approvers, requested by one of them
     approvers = [{"slackUserId": "U0AAA", "name": "a"}, {"slackUserId": "U0BBB", "name": "b"}]
     deployments.spec(
-        "int-approval",
+        "dev-int-approval",
         policy={"approvals": {"required": 2, "approvers": approvers, "channel": "C0DEPLOY"}, "lockLeaseMinutes": 240},
     )
     needs_approval = copy.deepcopy(context)
-    needs_approval.update(environment="int-approval", requestedBy="a")
-    needs_approval["specVersion"] = client.push_spec(deployments.stack, deployments.spec_dir, "int-approval")
+    needs_approval.update(environment="dev-int-approval", requestedBy="a")
+    needs_approval["specVersion"] = client.push_spec(deployments.stack, deployments.spec_dir, "dev-int-approval")
     # WHEN preflight runs
     result = invoke(deployments, "preflight", {"deployment": needs_approval})
     # THEN it refuses: the requester cannot approve, so the quorum is out of reach

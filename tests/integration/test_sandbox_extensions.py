@@ -27,6 +27,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from deployer.guardrails import packaged
 from deployer.spec import load_spec_file
 from deployer.windows import window_status
 from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCOUNT, account_session
@@ -711,10 +712,11 @@ def test_accounts_deployment_role_exists_in_each_target_account_trusting_the_too
     )
 
     # WHEN its deployment role is read
-    role = iam.get_role(RoleName=sandbox.outputs["DeploymentRoleName"])["Role"]
+    guardrail_role = packaged().for_account(account).deployment_role_arn
+    role = iam.get_role(RoleName=guardrail_role.rsplit("/", 1)[1])["Role"]
 
-    # THEN it is the role the sandbox reports, in that account, assumable from the tooling account only
-    assert role["Arn"] == sandbox.deployment_roles[environment]
+    # THEN it is the role the sandbox reports and the account's guardrails name, assumable from the tooling account only
+    assert role["Arn"] == sandbox.deployment_roles[environment] == guardrail_role
     assert role["Arn"].startswith(f"arn:aws:iam::{account}:role/")
     statements = role["AssumeRolePolicyDocument"]["Statement"]
     principals = [s["Principal"]["AWS"] for s in statements if s["Effect"] == "Allow"]
@@ -723,7 +725,8 @@ def test_accounts_deployment_role_exists_in_each_target_account_trusting_the_too
 
 def test_accounts_the_deployment_role_is_not_in_the_tooling_account(sandbox: Sandbox) -> None:
     # Accounts are separate: the role exists only where it was installed.
-    error = _error(lambda: sandbox.client("iam").get_role(RoleName=sandbox.outputs["DeploymentRoleName"]))
+    role_name = packaged().for_account(TARGET_ACCOUNTS["dev"]).deployment_role_arn.rsplit("/", 1)[1]
+    error = _error(lambda: sandbox.client("iam").get_role(RoleName=role_name))
     assert error.response["Error"]["Code"] == "NoSuchEntity"
 
 

@@ -238,6 +238,35 @@ def test_assume_role_needs_the_roles_trust_as_well_as_the_callers_grant(
     )
 
 
+def test_a_functions_role_may_assume_only_the_guardrails_deployment_roles(
+    sandbox: Sandbox, function_role: Session
+) -> None:
+    # GIVEN roles that trust the tooling account as the deployment role does: another in DEV, and one of the
+    # deployment role's name in an account the guardrails do not list
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{TOOLING_ACCOUNT}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    strays = []
+    for account, name in ((DEV, "bbws-admin"), ("111122223333", "bbws-deployer")):
+        iam = client(sandbox, account_session(sandbox.client("sts"), account), "iam")
+        strays.append(iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
+    provision = client(sandbox, function_role("ProvisionFunction"), "sts")
+    # WHEN Provision's role assumes them THEN IAM refuses each: its grant names only the guardrails' roles
+    for arn in strays:
+        error = denied(lambda arn=arn: provision.assume_role(RoleArn=arn, RoleSessionName="stray"))
+        assert error.response["Error"]["Code"] == "AccessDenied"
+        assert f"is not authorized to perform: sts:AssumeRole on resource: {arn}" in error.response["Error"]["Message"]
+    # AND DEV's deployment role, which the guardrails list, is assumed
+    assert provision.assume_role(RoleArn=sandbox.deployment_roles["dev"], RoleSessionName="listed")["Credentials"]
+
+
 WHO_AM_I = """
 import os
 

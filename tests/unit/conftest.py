@@ -11,7 +11,9 @@ import pytest
 import yaml
 from moto import mock_aws
 
+import deployer.guardrails
 from deployer.aws import TargetSession
+from deployer.guardrails import Guardrails, packaged
 from deployer.observability import metrics
 from deployer.spec import EnvironmentSpec, parse_spec
 
@@ -51,6 +53,25 @@ def fake_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+# The unit tests' specs deploy into moto's default account: its guardrails allow them, at no floor.
+UNIT_GUARDRAILS: dict[str, Any] = {
+    "name": "unit",
+    "environments": ["test", "dev", "sit", "prod", "qa"],
+    "deploymentRoleArn": f"arn:aws:iam::{ACCOUNT}:role/bbws-deployer",
+    "regions": [REGION, "eu-west-1", "us-east-1"],
+}
+
+
+@pytest.fixture(autouse=True)
+def unit_guardrails(monkeypatch: pytest.MonkeyPatch) -> Guardrails:
+    """The packaged guardrails plus the unit tests' account, as the functions read them."""
+    guardrails = Guardrails.model_validate(
+        {"accounts": {**packaged().document()["accounts"], ACCOUNT: UNIT_GUARDRAILS}}
+    )
+    monkeypatch.setattr(deployer.guardrails, "packaged", lambda: guardrails)
+    return guardrails
 
 
 @pytest.fixture(autouse=True)

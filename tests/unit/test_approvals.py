@@ -294,6 +294,55 @@ def test_the_requester_cannot_approve_by_name_or_by_id(requested_by: str) -> Non
     assert "you requested this deployment" in result.message.lower()
 
 
+# A SIT policy changed since its last success: its previous approvers, one of whom must approve too.
+OLD_LEAD = {"slackUserId": "U0OLDLEAD1", "name": "old.lead"}
+
+
+def changed_policy_approval(**changes: Any) -> Approval:
+    change: dict[str, Any] = {
+        "required": 1,
+        "approvers": [SENIOR_1, ALICE],
+        "escalation_approvers": [],
+        "previous_required": 1,
+        "previous_approvers": [OLD_LEAD, SENIOR_2],
+        "policy_diff": ["policy.approvals.approvers: [...] -> [...]"],
+    }
+    return prod_approval(**{**change, **changes})
+
+
+def test_a_changed_policy_waits_for_the_previous_policys_quorum_too() -> None:
+    # GIVEN a changed policy needing 1 of its own approvers and 1 of the previous policy's
+    approval = changed_policy_approval()
+    # WHEN one of the new policy's approvers approves
+    first = evaluate_click(approval, [], "U0PRODSEN1", "approve", NOW)
+    # THEN the vote is recorded short of quorum, both tallies shown
+    assert first.outcome == "recorded"
+    assert first.message == "Your approval is recorded: 1 of 1 approvals; 0 of 1 under the previous policy."
+    # AND a previous approver's vote completes it
+    assert first.vote is not None
+    second = evaluate_click(approval, [first.vote], "U0OLDLEAD1", "approve", NOW + timedelta(minutes=1))
+    assert second.outcome == "approved"
+    assert "1 of 1 approvals; 1 of 1 under the previous policy" in second.message
+
+
+def test_a_previous_approver_alone_does_not_satisfy_the_new_policy() -> None:
+    result = evaluate_click(changed_policy_approval(), [], "U0OLDLEAD1", "approve", NOW)
+    assert result.outcome == "recorded"
+    assert "0 of 1 approvals; 1 of 1 under the previous policy" in result.message
+
+
+def test_one_person_in_both_policies_counts_in_both_quorums() -> None:
+    approval = changed_policy_approval(previous_approvers=[SENIOR_1])
+    result = evaluate_click(approval, [], "U0PRODSEN1", "approve", NOW)
+    assert result.outcome == "approved"
+
+
+def test_a_changed_policy_approval_round_trips_through_the_table(store: ApprovalStore) -> None:
+    approval = changed_policy_approval()
+    store.create(approval)
+    assert store.get(approval.approval_id) == approval
+
+
 @pytest.mark.parametrize("status", ["APPROVED", "REJECTED", "EXPIRED"])
 def test_a_decided_approval_says_how_it_was_decided(status: str) -> None:
     result = evaluate_click(prod_approval(status=status), [], "U0PRODSEN1", "approve", NOW)

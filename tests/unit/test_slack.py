@@ -24,7 +24,16 @@ from deployer.slack import (
     verify_request,
 )
 from tests.slack_signing import raw_body, sign, signature
-from tests.unit.test_approvals import ALICE, CTO, NOW, SENIOR_1, SENIOR_2, prod_approval, vote
+from tests.unit.test_approvals import (
+    ALICE,
+    CTO,
+    NOW,
+    SENIOR_1,
+    SENIOR_2,
+    changed_policy_approval,
+    prod_approval,
+    vote,
+)
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TS = int(NOW.timestamp())
@@ -79,6 +88,27 @@ def test_the_request_message_shows_the_plan_and_buttons_carrying_only_the_approv
     assert (approve["action_id"], approve["style"], approve["value"]) == ("approve", "primary", "apv-fedcba9876543210")
     assert (reject["action_id"], reject["style"], reject["value"]) == ("reject", "danger", "apv-fedcba9876543210")
     assert "task-token-prod" not in text
+
+
+def test_a_changed_policy_shows_its_diff_and_the_previous_quorum() -> None:
+    # GIVEN an approval of a policy changed since the last success
+    approval = changed_policy_approval()
+    # WHEN its message and a reminder are built
+    blocks = approval_blocks(approval, [vote(SENIOR_1)], CONSOLE)
+    text = all_text(blocks)
+    reminder = reminder_text(approval, [vote(SENIOR_1)])
+    # THEN the diff, who must consent and both tallies are shown; the reminder waits on the previous approvers
+    change = next(b for b in blocks if b.get("block_id") == "policy_change")["text"]["text"]
+    assert change.startswith("*Policy change* since the last successful deployment. 1 of the previous policy's")
+    assert "(<@U0OLDLEAD1>, <@U0PRODSEN2>) must approve too." in change
+    assert "• `policy.approvals.approvers: [...] -&gt; [...]`" in change
+    assert "1 of 1; 0 of 1 under the previous policy: <@U0PRODSEN1>" in text
+    assert "still needs 1 more approval " in reminder
+    assert "Waiting on <@U0OLDLEAD1>, <@U0PRODSEN2>." in reminder
+
+
+def test_an_unchanged_policy_has_no_policy_change_section() -> None:
+    assert not [b for b in approval_blocks(prod_approval(), [], CONSOLE) if b.get("block_id") == "policy_change"]
 
 
 def test_prod_buttons_ask_for_confirmation_and_sit_buttons_do_not() -> None:

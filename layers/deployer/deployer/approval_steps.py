@@ -21,6 +21,7 @@ from deployer.events import APPROVAL_REQUESTED, publish
 from deployer.models import ApprovalRequestEvent, DeploymentContext, DeploymentEvent, VerifyPlanEvent, parse_event
 from deployer.observability import record_approval_wait
 from deployer.plan import plan_environment
+from deployer.policy_change import PolicyChange
 from deployer.records import iso
 from deployer.slack import approval_blocks, decided_blocks, execution_console_url, reminder_text
 from deployer.tooling import Tooling
@@ -85,8 +86,12 @@ def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: 
     policy = tooling.spec_for(deployment).policy.approvals
     record = tooling.records.get(deployment.deployment_id) or {}
     resources = record.get("plan", {}).get("resources", [])
+    change = PolicyChange.model_validate(record["policyChange"]) if record.get("policyChange") else None
     now = clock.now()
-    assert policy.channel is not None  # the spec requires a channel whenever approvals are required
+    # The spec requires a channel whenever approvals are required; a policy that dropped its
+    # approvals is approved by the previous policy's approvers, in their channel.
+    channel = policy.channel or (change.previous_channel if change else None)
+    assert channel is not None
     return Approval(
         approval_id=approval_id,
         deployment_id=deployment.deployment_id,
@@ -101,10 +106,13 @@ def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: 
         approvers=[a.model_dump(by_alias=True) for a in policy.approvers],
         escalation_approvers=[a.model_dump(by_alias=True) for a in policy.escalation_approvers],
         confirm=policy.confirm,
-        channel=policy.channel,
+        channel=channel,
         created_at=now,
         expires_at=now + timedelta(minutes=policy.timeout_minutes),
         task_token=request.task_token,
+        previous_required=change.previous_required if change else 0,
+        previous_approvers=change.previous_approvers if change else [],
+        policy_diff=change.diff if change else [],
     )
 
 

@@ -33,7 +33,7 @@ Outcome = Literal[
 ]
 
 APPROVAL_ID_PATTERN = r"^apv-[0-9a-f]{16}$"
-JSON_FIELDS = ("planResources", "approvers", "escalationApprovers", "decidedBy")
+JSON_FIELDS = ("planResources", "approvers", "escalationApprovers", "decidedBy", "previousApprovers", "policyDiff")
 # Step Functions' answers meaning the waiting task is gone: nothing left to deliver to.
 TASK_GONE_CODES = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 
@@ -71,10 +71,28 @@ class Approval:
     decided_at: datetime | None = None
     decided_by: list[str] = field(default_factory=list)
     reminders_sent: int = 0
+    # A policy changed since the environment's last success: the previous policy's quorum and
+    # approvers must approve too, and the message shows the difference.
+    previous_required: int = 0
+    previous_approvers: list[dict[str, str]] = field(default_factory=list)
+    policy_diff: list[str] = field(default_factory=list)
 
     def voter(self, user_id: str) -> dict[str, str] | None:
-        """The approver or escalation approver with this Slack user id, if any."""
-        return next((a for a in [*self.approvers, *self.escalation_approvers] if a["slackUserId"] == user_id), None)
+        """The approver or escalation approver, of this policy or the previous one, with this Slack user id."""
+        voters = [*self.approvers, *self.escalation_approvers, *self.previous_approvers]
+        return next((a for a in voters if a["slackUserId"] == user_id), None)
+
+    def quorums(self, votes: list[Vote]) -> list[Quorum]:
+        """This policy's quorum and, for a changed policy, the previous one's, each counted from ``votes``."""
+        approvers = [v.user_id for v in approving(votes)]
+        current = {a["slackUserId"] for a in [*self.approvers, *self.escalation_approvers]}
+        quorums = [Quorum("", self.required, sum(1 for a in approvers if a in current))]
+        if self.previous_required:
+            previous = {a["slackUserId"] for a in self.previous_approvers}
+            quorums.append(
+                Quorum(" under the previous policy", self.previous_required, sum(1 for a in approvers if a in previous))
+            )
+        return quorums
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -105,6 +123,9 @@ class Approval:
             "decidedAt": iso(self.decided_at) if self.decided_at else None,
             "decidedBy": self.decided_by,
             "remindersSent": self.reminders_sent,
+            "previousRequired": self.previous_required,
+            "previousApprovers": self.previous_approvers,
+            "policyDiff": self.policy_diff,
         }
         encoded = {k: json.dumps(v, sort_keys=True) if k in JSON_FIELDS else v for k, v in item.items()}
         return {k: v for k, v in encoded.items() if v is not None}
@@ -135,6 +156,9 @@ class Approval:
             decided_at=_parse_time(data["decidedAt"]) if data.get("decidedAt") else None,
             decided_by=list(data.get("decidedBy", [])),
             reminders_sent=int(data.get("remindersSent", 0)),
+            previous_required=int(data.get("previousRequired", 0)),
+            previous_approvers=list(data.get("previousApprovers", [])),
+            policy_diff=list(data.get("policyDiff", [])),
         )
 
 
@@ -144,6 +168,28 @@ class Vote:
     name: str
     decision: Decision
     at: datetime
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """One quorum an approval needs: ``required`` approvals, ``have`` of them cast; ``label`` says whose."""
+
+    label: str
+    required: int
+    have: int
+
+    @property
+    def met(self) -> bool:
+        return self.have >= self.required
+
+    def __str__(self) -> str:
+        return f"{self.have} of {self.required}{self.label}"
+
+
+def tally(quorums: list[Quorum], noun: str = "") -> str:
+    """``1 of 2 <noun>`` or, for a changed policy, ``1 of 2 <noun>; 0 of 1 under the previous policy``."""
+    first, *rest = [str(q) for q in quorums]
+    return "; ".join([f"{first} {noun}".rstrip(), *rest])
 
 
 @dataclass
@@ -337,12 +383,10 @@ def evaluate_click(  # noqa: PLR0911 - one return per outcome, checked in a fixe
     vote = Vote(user_id=user_id, name=voter["name"], decision=decision, at=now)
     if decision == "reject":
         return ClickResult("rejected", "You rejected this deployment; it will not proceed.", vote)
-    count = len({v.user_id for v in approving(votes)} | {user_id})
-    if count >= approval.required:
-        return ClickResult(
-            "approved", f"Approved ({count} of {approval.required} approvals); the deployment continues.", vote
-        )
-    return ClickResult("recorded", f"Your approval is recorded: {count} of {approval.required} approvals.", vote)
+    quorums = approval.quorums([*votes, vote])
+    if all(q.met for q in quorums):
+        return ClickResult("approved", f"Approved ({tally(quorums, 'approvals')}); the deployment continues.", vote)
+    return ClickResult("recorded", f"Your approval is recorded: {tally(quorums, 'approvals')}.", vote)
 
 
 def deliver_decision(sfn: Any, approval: Approval, votes: list[Vote]) -> bool:

@@ -232,6 +232,10 @@ def build_api(tooling: Tooling) -> APIGatewayRestResolver:
         query = app.current_event.query_string_parameters or {}
         return _json(200, list_deployments(tooling, query.get("environment"), query.get("limit")))
 
+    @app.get("/guardrails")
+    def get_guardrails() -> Response[str]:
+        return _json(200, tooling.guardrails.document())
+
     return app
 
 

@@ -23,6 +23,10 @@ class SpecInvalid(DeployerError):
     """An environment spec file does not validate."""
 
 
+class GuardrailViolation(DeployerError):
+    """A spec loosens (or escapes) its target account's guardrails; nothing was called in that account."""
+
+
 class SpecNotFound(DeployerError):
     """No spec is stored for the requested environment (or version)."""
 

@@ -46,6 +46,7 @@ NO_CHANGE_ERRORS = frozenset(
         errors.InputInvalid,
         errors.SpecInvalid,
         errors.SpecNotFound,
+        errors.GuardrailViolation,
         errors.LockHeld,
         errors.PreflightFailed,
         errors.PlanRejected,

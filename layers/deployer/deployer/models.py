@@ -70,6 +70,8 @@ class PolicySummary(Event):
     """The policy fields the state machine's Choice states branch on."""
 
     approvals_required: int
+    # A policy changed since the last success also needs this quorum of the previous policy's approvers.
+    previous_approvals_required: int = 0
     # The first wait for approval: until the first reminder, or the whole timeout.
     approval_first_wait_seconds: int
     lock_lease_seconds: int

@@ -27,6 +27,7 @@ from deployer.models import (
 )
 from deployer.observability import record_deployment_metrics, record_failed_checks, record_mutating_calls
 from deployer.plan import apply_region, plan_environment, unchanged_in
+from deployer.policy_change import policy_change
 from deployer.preflight import run_preflight
 from deployer.promotion import promotion_check
 from deployer.records import iso
@@ -54,6 +55,9 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     request = parse_event(DeploymentRequest, start_event.input)
     pinned = _rollback_target(tooling, request) if request.rollback_to else request.spec_version
     spec, version = tooling.specs.get(request.environment, pinned)
+    # The account's guardrails, before anything else: a spec that loosens them never reaches its account.
+    tooling.guardrails.enforce(spec)
+    change = policy_change(tooling.records, tooling.specs, spec.environment, spec.policy)
     approvals, now = spec.policy.approvals, clock.now()
     schedule = None
     if request.scheduled_for is not None:
@@ -83,6 +87,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         regions=spec.regions.all(),
         policy=PolicySummary(
             approvals_required=approvals.required + override_approvals,
+            previous_approvals_required=change.previous_required if change else 0,
             approval_first_wait_seconds=math.ceil(60 * (approvals.reminder_minutes or approvals.timeout_minutes)),
             lock_lease_seconds=spec.policy.lock_lease_minutes * 60,
             has_window=spec.policy.window is not None,
@@ -112,6 +117,8 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "origin": request.origin.dump() if request.origin else None,
             "account": spec.account,
             "regions": context.regions,
+            "policy": spec.policy.model_dump(mode="json", by_alias=True),
+            "policyChange": change.dump() if change else None,
             "input": start_event.input,
         },
     )

@@ -32,7 +32,10 @@ JSON_FIELDS = (
     "countsBefore",
     "countsAfter",
     "replan",
+    "policy",
+    "policyChange",
 )
+SUCCEEDED_STATUSES = ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS")
 # Per-region results: a map of region -> JSON string, so regions write without racing.
 REGION_FIELDS = ("checks", "provisioned")
 HISTORY_INDEX = "gsi1"
@@ -225,6 +228,29 @@ class RecordStore:
                 Limit=limit,
             )["Items"]
         return [_decode(i) for i in items]
+
+    def last_succeeded(self, environment: str) -> dict[str, Any] | None:
+        """The environment's most recent deployment that succeeded, however far back it is."""
+        kwargs: dict[str, Any] = {
+            "IndexName": HISTORY_INDEX,
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "FilterExpression": "#s IN (:ok, :warned)",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {
+                ":pk": f"ENV#{environment}",
+                ":ok": SUCCEEDED_STATUSES[0],
+                ":warned": SUCCEEDED_STATUSES[1],
+            },
+            "ScanIndexForward": False,
+        }
+        while True:
+            with transient_errors():
+                page = self.table.query(**kwargs)
+            if page["Items"]:
+                return _decode(page["Items"][0])
+            if "LastEvaluatedKey" not in page:
+                return None
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def acquire_lock(
         self, environment: str, deployment_id: str, requested_by: str, lease_seconds: int, now: datetime

@@ -32,7 +32,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from deployer.approvals import APPROVAL_ID_PATTERN, Approval, Decision, Vote, approving
+from deployer.approvals import APPROVAL_ID_PATTERN, Approval, Decision, Vote, approving, tally
 
 # Slack's own rule: a request more than five minutes off our clock is refused.
 MAX_AGE_SECONDS = 300
@@ -64,9 +64,8 @@ def execution_console_url(execution_arn: str) -> str:
 
 
 def _tally(approval: Approval, votes: list[Vote]) -> str:
-    approvals = approving(votes)
-    who = ", ".join(_mention(v.user_id) for v in approvals)
-    return f"{len(approvals)} of {approval.required}" + (f": {who}" if who else "")
+    who = ", ".join(_mention(v.user_id) for v in approving(votes))
+    return tally(approval.quorums(votes)) + (f": {who}" if who else "")
 
 
 def _resource_line(resource: dict[str, Any]) -> str:
@@ -90,6 +89,21 @@ def _resources_text(resources: list[dict[str, Any]]) -> str:
     return "*Plan*\n" + ("\n".join(lines) if lines else "no resources")
 
 
+def _policy_change(approval: Approval) -> list[Block]:
+    """A changed policy: what changed, and that the previous policy's approvers must consent too."""
+    if not approval.policy_diff:
+        return []
+    previous = ", ".join(_mention(a["slackUserId"]) for a in approval.previous_approvers) or "nobody"
+    consent = (
+        f"{approval.previous_required} of the previous policy's approvers ({previous}) must approve too."
+        if approval.previous_required
+        else "The previous policy required no approvals."
+    )
+    lines = "\n".join(f"• `{escape(line)}`" for line in approval.policy_diff)
+    text = f"*Policy change* since the last successful deployment. {consent}\n{lines}"
+    return [SectionBlock(block_id="policy_change", text=MarkdownTextObject(text=clip(text, SECTION_TEXT_LIMIT)))]
+
+
 def _context(approval: Approval, votes: list[Vote], console_url: str) -> list[Block]:
     expires = int(approval.expires_at.timestamp())
     fields = [
@@ -104,6 +118,7 @@ def _context(approval: Approval, votes: list[Vote], console_url: str) -> list[Bl
     ]
     return [
         SectionBlock(fields=[MarkdownTextObject(text=clip(f, 2000)) for f in fields]),
+        *_policy_change(approval),
         SectionBlock(text=MarkdownTextObject(text=clip(_resources_text(approval.plan_resources), SECTION_TEXT_LIMIT))),
         ContextBlock(
             elements=[MarkdownTextObject(text=f"<{console_url}|View the execution in the Step Functions console>")]
@@ -138,7 +153,7 @@ def _button(approval: Approval, decision: Decision) -> ButtonElement:
 def summary_text(approval: Approval, votes: list[Vote]) -> str:
     """The plain-text fallback of the message (notifications, screen readers)."""
     state = {
-        "PENDING": f"approval needed ({len(approving(votes))} of {approval.required})",
+        "PENDING": f"approval needed ({tally(approval.quorums(votes))})",
         "APPROVED": "approved",
         "REJECTED": "rejected",
         "EXPIRED": "approval expired",
@@ -192,12 +207,15 @@ def reminder_text(approval: Approval, votes: list[Vote]) -> str:
             and approval.requested_by.casefold() not in (p["name"].casefold(), p["slackUserId"].casefold())
         ]
 
-    missing = approval.required - len(approving(votes))
+    # One approver may count in both quorums of a changed policy, so this is the fewest more it takes.
+    missing = max(q.required - q.have for q in approval.quorums(votes))
     text = (
         f"Reminder: the {approval.environment} deployment {approval.deployment_id} still needs "
         f"{missing} more approval{'s' if missing != 1 else ''} ({_tally(approval, votes)})."
     )
-    pending = waiting(approval.approvers)
+    current = {a["slackUserId"] for a in [*approval.approvers, *approval.escalation_approvers]}
+    previous = [a for a in approval.previous_approvers if a["slackUserId"] not in current]
+    pending = waiting([*approval.approvers, *previous])
     if pending:
         text += " Waiting on " + ", ".join(pending) + "."
     escalation = waiting(approval.escalation_approvers)

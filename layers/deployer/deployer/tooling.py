@@ -24,6 +24,7 @@ from deployer.resources import WaitConfig
 
 if TYPE_CHECKING:
     from deployer.approvals import ApprovalStore
+    from deployer.guardrails import Guardrails
     from deployer.interactions import InteractionContext
     from deployer.models import DeploymentContext
     from deployer.slack import Slack
@@ -93,8 +94,15 @@ class Tooling:
         spec, _ = self.specs.get(deployment.environment, deployment.spec_version)
         return spec
 
+    @property
+    def guardrails(self) -> Guardrails:
+        from deployer.guardrails import packaged
+
+        return packaged()
+
     def target_for(self, spec: EnvironmentSpec, deployment_id: str) -> TargetSession:
-        """A session in the environment's account, through its deployment role."""
+        """A session in the environment's account, through the deployment role its guardrails name."""
+        self.guardrails.check_role(spec.account, spec.deployment_role_arn)
         return assume_role(self.sts, spec.deployment_role_arn, f"deployer-{deployment_id}")
 
     @cached_property
