@@ -13,6 +13,8 @@ Three HTTP endpoints on 127.0.0.1:
 - ``api``: the template's API Gateway routes (``api_gateway``), stage included.
 - ``slack``: a fake Slack (``fake_slack``) that the functions post to and that records
   every message.
+- ``oidc``: GitHub Actions' OIDC issuer (``oidc_issuer``): its OpenID configuration and
+  keys, which the deployments API verifies CI's tokens against, and tokens minted on demand.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from sandbox.fake_slack import FakeSlack
 from sandbox.faults import FaultInjector
 from sandbox.iam import IamEnforcer
 from sandbox.lambda_runtime import FunctionConfig, LambdaRuntime
+from sandbox.oidc_issuer import OidcIssuer
 from sandbox.s3_replication import S3Replication
 from sandbox.stack import StackInstaller
 
@@ -134,6 +137,8 @@ class Sandbox:
     faults: FaultInjector = field(default_factory=FaultInjector)
     dynamodb_metrics: DynamoDBMetrics = field(default_factory=DynamoDBMetrics)
     slack: FakeSlack = field(default_factory=lambda: FakeSlack(f"xoxb-sandbox-{secrets.token_hex(8)}", SLACK_TEAM_ID))
+    # CI's identity: the stack is installed with GitHubRepository (so CI's roles exist) and this issuer.
+    oidc: OidcIssuer = field(default_factory=OidcIssuer)
     # moto 5.2.5 gaps, each emulated in its own module; pause()/resume() them for fault tests.
     s3_replication: S3Replication = field(default_factory=S3Replication)
     dynamodb_replicas: DynamoDBReplicas = field(default_factory=DynamoDBReplicas)
@@ -160,6 +165,10 @@ class Sandbox:
     @property
     def slack_url(self) -> str:
         return self._url(2)
+
+    @property
+    def oidc_url(self) -> str:
+        return self._url(3)
 
     def _url(self, index: int) -> str:
         return f"http://127.0.0.1:{self._servers[index][0].server_port}"
@@ -206,6 +215,8 @@ class Sandbox:
         api = ApiGateway(self.runtime, TOOLING_ACCOUNT, self.region)
         self._serve(api, 0)
         self._serve(self.slack, 0)
+        self._serve(self.oidc, 0)
+        self.oidc.url = self.oidc_url
         self.runtime.base_env.update(self._function_env())
         if self.time is not None:
             self._set_clock(self.time)
@@ -307,6 +318,9 @@ class Sandbox:
                 **self.parameters,
                 "SlackApiUrl": f"{self.slack_url}/api/",
                 "SlackResponseUrlPrefix": f"{self.slack_url}/actions/",
+                "GitHubRepository": self.oidc.repository,
+                "GitHubOidcIssuer": self.oidc_url,
+                "GitHubOidcAudience": self.oidc.audience,
             },
             secret_values={
                 "SlackSecret": json.dumps(
@@ -330,6 +344,7 @@ class Sandbox:
             "slack": self.slack_url,
             "slackSigningSecret": self.slack_signing_secret,
             "slackTeamId": self.slack.team_id,
+            "oidcIssuer": self.oidc_url,
             "timeOffsetSeconds": self.time_offset_seconds,
             "region": self.region,
             "stackName": self.stack_name,

@@ -180,7 +180,8 @@ class Reviewed:
 
 
 _STATE_MACHINE_ROLE = "template.yaml: DeploymentStateMachineRole/DeploymentStateMachineRolePolicy"
-_CI_TRUST = "template.yaml: GitHubCiRole/AssumeRolePolicyDocument"
+# CI's roles, one per GitHub environment.
+_CI_TRUSTS = tuple(f"template.yaml: GitHubCi{env}Role/AssumeRolePolicyDocument" for env in ("Dev", "Sit", "Prod"))
 _GITHUB = "token.actions.githubusercontent.com"
 
 REVIEWED: tuple[Reviewed, ...] = (
@@ -206,19 +207,23 @@ REVIEWED: tuple[Reviewed, ...] = (
         "states:DescribeExecution",
         "The state machine is STANDARD: its executions have execution ARNs, never the express ones parliament wants.",
     ),
-    Reviewed(
-        "UNKNOWN_FEDERATION_SOURCE",
-        _CI_TRUST,
-        f"arn:aws:iam::123456789012:oidc-provider/{_GITHUB}",
-        "GitHub Actions' IAM OIDC provider; parliament knows SAML providers and four fixed web identities only.",
+    *(
+        Reviewed(
+            "UNKNOWN_FEDERATION_SOURCE",
+            trust,
+            f"arn:aws:iam::123456789012:oidc-provider/{_GITHUB}",
+            "GitHub Actions' IAM OIDC provider; parliament knows SAML providers and four fixed web identities only.",
+        )
+        for trust in _CI_TRUSTS
     ),
     *(
         Reviewed(
             "UNKNOWN_CONDITION_FOR_ACTION",
-            _CI_TRUST,
+            trust,
             f"sts:AssumeRoleWithWebIdentity {_GITHUB}:{key}",
             "The OIDC provider's claim keys (aud, sub) scope GitHub's tokens; parliament lists no OIDC provider keys.",
         )
+        for trust in _CI_TRUSTS
         for key in ("aud", "sub")
     ),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -25,8 +26,13 @@ from deployer.records import RecordStore
 from deployer.spec import load_spec_file
 from deployer.specstore import SpecStore
 from deployer.views import TERMINAL, deployment_view
+from deployer_cli.clicks import INFO_PATH
 from deployer_cli.signing import signed_request
 from sandbox.faults import FAULTS_PATH
+from sandbox.oidc_issuer import MINT_PATH
+
+# Where CI hands `deployer run --via-api` its GitHub OIDC token (.github/workflows/deploy.yml).
+OIDC_TOKEN_VARIABLE = "DEPLOYER_OIDC_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 class StackNotFound(Exception):
@@ -238,9 +244,10 @@ class ApiRefused(Exception):
     """The deployments API answered with an error; the message is its own, with the fields it named."""
 
 
-def api_call(stack: Stack, method: str, path: str, body: Any = None) -> Any:
+def api_call(stack: Stack, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
     """One signed call to the stack's deployments API; its JSON answer, or ApiRefused."""
-    answer = signed_request(stack.session, method, stack.outputs["ApiUrl"].rstrip("/") + path, stack.region, body=body)
+    url = stack.outputs["ApiUrl"].rstrip("/") + path
+    answer = signed_request(stack.session, method, url, stack.region, body=body, headers=headers)
     if answer.status >= 400:
         detail = answer.body if isinstance(answer.body, dict) else {"message": str(answer.body)}
         fields = "; ".join(f"{e['field']}: {e['message']}" for e in detail.get("errors", []))
@@ -248,6 +255,24 @@ def api_call(stack: Stack, method: str, path: str, body: Any = None) -> Any:
             f"{method} {path} answered {answer.status}: {detail.get('message')}" + (f" ({fields})" if fields else "")
         )
     return answer.body
+
+
+def ci_token(stack: Stack, claims: dict[str, str]) -> str | None:
+    """CI's GitHub OIDC token: $DEPLOYER_OIDC_TOKEN (the workflow's), else one a sandbox mints; None on AWS without."""
+    if os.environ.get(OIDC_TOKEN_VARIABLE):
+        return os.environ[OIDC_TOKEN_VARIABLE]
+    if not stack.endpoint_url:
+        return None
+    try:
+        with urllib.request.urlopen(stack.endpoint_url.rstrip("/") + INFO_PATH, timeout=10) as response:  # noqa: S310
+            issuer = json.loads(response.read())["oidcIssuer"]
+        minting = urllib.request.Request(  # noqa: S310 - the sandbox's own issuer, on loopback
+            issuer + MINT_PATH, data=json.dumps(claims).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(minting, timeout=10) as response:  # noqa: S310
+            return str(json.loads(response.read())["value"])
+    except (urllib.error.URLError, ValueError, KeyError):
+        return None  # an endpoint that is not a sandbox mints nothing
 
 
 def push_commit_spec(stack: Stack, spec_dir: Path, environment: str, commit: str) -> str:

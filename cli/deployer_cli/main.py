@@ -26,6 +26,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deployer.errors import DeployerError
+from deployer.oidc import TOKEN_HEADER
 from deployer_cli import client
 from deployer_cli.clicks import ClicksUnavailable, SandboxSlack, slack_user
 from deployer_cli.client import Stack, StackNotFound
@@ -113,7 +114,11 @@ def _run_via_api(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[
         }.items()
         if v is not None
     }
-    started = client.api_call(stack, "POST", "/deployments", body)
+    actor = args.requested_by.removeprefix("github:")
+    claims = {"environment": args.env, "sha": commit, "actor": actor, "ref": args.ref}
+    token = client.ci_token(stack, claims)
+    headers = {TOKEN_HEADER: token} if token else None
+    started = client.api_call(stack, "POST", "/deployments", body, headers)
     verb = "started" if started["created"] else "already started by this client token"
     _progress(args, f"deployment {started['deploymentId']} {verb}: {started['statusUrl']}")
     clicks = [("approve", u) for u in getattr(args, "approve_as", None) or []]
@@ -382,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     api = run.add_argument_group("through the deployments API, as CI does (SigV4-signed)")
     api.add_argument("--via-api", action="store_true", help="start and follow the deployment through the API")
     api.add_argument("--commit", default="HEAD", help="deploy the spec as it is in this git commit (default HEAD)")
+    api.add_argument(
+        "--ref",
+        default="refs/heads/main",
+        help="sandbox: the git ref the minted CI token names (CI sends GitHub's token in $DEPLOYER_OIDC_TOKEN)",
+    )
     api.add_argument("--client-token", help="idempotency token: a retry with the same token never deploys twice")
     api.add_argument("--poll-seconds", type=float, default=2.0, help="how often to ask the API for the status")
     run.set_defaults(func=cmd_run)

@@ -87,7 +87,8 @@ def test_ci_starts_a_deployment_retries_idempotently_and_follows_it_to_success(a
     view = wait_for(finished, "the API deployment to finish", 120)
     assert view["status"] == "SUCCEEDED", view
     assert view["specCommit"] == HEAD
-    assert view["requestedBy"] == "ci:octo-org/bbws"
+    # (the caller signed without a GitHub OIDC token: its SigV4 identity is the requester, the body's only a claim)
+    assert view["requestedBy"] == "arn:aws:iam::123456789012:user/sandbox-operator"
     assert view["checks"]
     assert all(c["passed"] for c in view["checks"])
     assert view["startedAt"] < view["finishedAt"]
@@ -95,6 +96,8 @@ def test_ci_starts_a_deployment_retries_idempotently_and_follows_it_to_success(a
     record = stack.records.get("api-ci-run-1")
     assert record is not None
     assert record["origin"]["caller"].startswith("arn:aws:")
+    assert record["requester"]["claimed"] == "ci:octo-org/bbws"
+    assert record["requester"]["verifiedBy"] == "aws-sigv4"
     assert record["origin"]["clientToken"] == "ci-run-1"
 
     # AND the environment's history lists it
@@ -123,7 +126,7 @@ def test_bad_requests_are_refused_with_what_is_wrong(api: str, stack: Stack) -> 
     missing = call(api, "GET", "/deployments/api-never-started")
 
     assert bad.status == 400
-    assert {e["field"] for e in bad.body["errors"]} == {"requestedBy", "specVersion", "clientToken"}
+    assert {e["field"] for e in bad.body["errors"]} == {"specVersion", "clientToken"}
     assert unknown.status == 404
     assert "known environments are dev, prod, sit" in unknown.body["message"]
     assert huge.status == 413

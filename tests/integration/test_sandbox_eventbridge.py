@@ -642,21 +642,23 @@ def test_the_templates_monitoring_resources_are_installed(sandbox: Sandbox) -> N
     assert [p["PolicyName"] for p in attached] == ["AmazonAPIGatewayPushToCloudWatchLogs"]
 
 
-def test_conditional_resources_and_outputs_are_left_out_by_default(sandbox: Sandbox) -> None:
-    template = load_template(REPO / "template.yaml")
-    conditional = {o for o, d in template["Outputs"].items() if "Condition" in d}
-
-    assert conditional
-    assert not conditional & set(sandbox.outputs)
-    assert set(sandbox.outputs) == set(template["Outputs"]) - conditional
-    roles = [r["RoleName"] for r in sandbox.client("iam").list_roles()["Roles"]]
-    assert f"{sandbox.stack_name}-github-ci" not in roles
-    assert sandbox.client("iam").list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
+def test_conditions_decide_what_is_installed(sandbox: Sandbox) -> None:
+    # GIVEN the sandbox's stack: GitHubRepository set (HasCiRole), no AlarmEmail (HasAlarmEmail false)
+    iam, sns = sandbox.client("iam"), sandbox.client("sns")
+    # THEN CI's roles and the OIDC provider exist, and the alarms topic has no email subscription
+    roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    assert {f"{sandbox.stack_name}-github-ci-{e}" for e in ("dev", "sit", "prod")} <= roles
+    assert len(iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]) == 1
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if f"{sandbox.stack_name}-alarms" in t["TopicArn"])
+    assert sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"] == []
 
 
 def test_a_stack_with_its_conditions_true_installs_the_conditional_resources(sandbox: Sandbox) -> None:
-    # GIVEN the template installed a second time, as another stack, with the CI role and an alarm email
+    # GIVEN the template installed a second time, as another stack, with CI's roles trusting the account's
+    # existing OIDC provider (GitHubOidcProviderArn) and an alarm email
     assert sandbox.runtime is not None
+    iam = sandbox.client("iam")
+    [provider] = iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
     installer = StackInstaller(
         repo=REPO,
         session=sandbox.session(),
@@ -666,22 +668,26 @@ def test_a_stack_with_its_conditions_true_installs_the_conditional_resources(san
         stack_name="ci-stack",
         runtime=sandbox.runtime,
         api=ApiGateway(sandbox.runtime, TOOLING_ACCOUNT, sandbox.region),
-        parameters={"GitHubRepository": "bbws/deployer", "AlarmEmail": "ops@example.com"},
+        parameters={
+            "GitHubRepository": "bbws/deployer",
+            "GitHubOidcProviderArn": provider["Arn"],
+            "AlarmEmail": "ops@example.com",
+        },
     )
     outputs = installer.install()
-    iam = sandbox.client("iam")
 
-    # THEN the OIDC provider, the CI role trusting it, and the email subscription exist
-    [provider] = iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
-    role = iam.get_role(RoleName="ci-stack-github-ci")["Role"]
-    assert outputs["GitHubCiRoleArn"] == role["Arn"]
-    [statement] = role["AssumeRolePolicyDocument"]["Statement"]
-    assert statement["Principal"] == {"Federated": provider["Arn"]}
-    subjects = statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]
-    assert subjects == [f"repo:bbws/deployer:environment:{e}" for e in ("dev", "sit", "prod")]
-    policy = iam.get_role_policy(RoleName="ci-stack-github-ci", PolicyName="start-deployments")["PolicyDocument"]
+    # THEN each CI role trusts that provider for its own GitHub environment, and the email subscription exists
     stack_id = sandbox.client("cloudformation").describe_stacks(StackName="ci-stack")["Stacks"][0]["StackId"]
-    assert policy["Statement"][-1]["Resource"] == stack_id
+    for environment in ("dev", "sit", "prod"):
+        role = iam.get_role(RoleName=f"ci-stack-github-ci-{environment}")["Role"]
+        assert outputs[f"GitHubCi{environment.capitalize()}RoleArn"] == role["Arn"]
+        [statement] = role["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Federated": provider["Arn"]}
+        subject = statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]
+        assert subject == f"repo:bbws/deployer:environment:{environment}"
+        policy = iam.get_role_policy(RoleName=role["RoleName"], PolicyName="start-deployments")["PolicyDocument"]
+        assert policy["Statement"][-1]["Resource"] == stack_id
+    assert len(iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]) == 1
     topic = next(
         t["TopicArn"] for t in sandbox.client("sns").list_topics()["Topics"] if "ci-stack-alarms" in t["TopicArn"]
     )
@@ -689,7 +695,8 @@ def test_a_stack_with_its_conditions_true_installs_the_conditional_resources(san
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "ops@example.com")]
     # ... and each resource came after what it refers to
     order = installer.installed
-    assert order.index("GitHubOidcProvider") < order.index("GitHubCiRole")
+    assert "GitHubOidcProvider" not in order
+    assert order.index("DeployerApi") < order.index("GitHubCiDevRole")
     assert order.index("DeploymentStateMachine") < order.index("NotifyFunctionExecutionStatus")
 
 

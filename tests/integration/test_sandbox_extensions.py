@@ -614,8 +614,11 @@ def test_stack_outputs_are_discoverable_as_a_cloudformation_stack(sandbox: Sandb
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0]["Outputs"]}
     assert outputs == sandbox.outputs
     declared = load_template(REPO / "template.yaml")["Outputs"]
-    # GitHubCiRoleArn exists only with the GitHubRepository parameter set (Condition HasCiRole).
-    assert set(outputs) == {name for name, output in declared.items() if "Condition" not in output}
+    # The CI roles' outputs exist only with GitHubRepository set (Condition HasCiRole), as the sandbox sets it.
+    assert set(outputs) == set(declared)
+    assert {name for name, output in declared.items() if "Condition" in output} == {
+        f"GitHubCi{e}RoleArn" for e in ("Dev", "Sit", "Prod")
+    }
     # The deployed API's URL means nothing locally: the output points at the sandbox's own API.
     assert outputs["ApiUrl"] == sandbox.api
 

@@ -61,6 +61,7 @@ UNIT_GUARDRAILS: dict[str, Any] = {
     "environments": ["test", "dev", "sit", "prod", "qa"],
     "deploymentRoleArn": f"arn:aws:iam::{ACCOUNT}:role/bbws-deployer",
     "regions": [REGION, "eu-west-1", "us-east-1"],
+    "branches": ["main"],
 }
 
 

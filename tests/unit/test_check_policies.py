@@ -95,20 +95,31 @@ def test_the_target_account_roles_are_linted(policies: dict[str, LintedPolicy]) 
 
 
 def test_a_role_its_condition_leaves_out_is_still_linted(policies: dict[str, LintedPolicy]) -> None:
-    # GIVEN GitHubCiRole, which template.yaml creates only when GitHubRepository is set (not by default)
+    # GIVEN CI's roles, which template.yaml creates only when GitHubRepository is set (not by default)
     template = load_template(REPO / "template.yaml")
-    assert template["Resources"]["GitHubCiRole"]["Condition"] == "HasCiRole"
     assert Resolver(template, "bbws-deployer", "af-south-1", "123456789012").condition("HasCiRole") is False
-    # WHEN the policies are collected
-    trust = policies["template.yaml: GitHubCiRole/AssumeRolePolicyDocument"]
-    # THEN its policies are there, its Fn::If and Subs resolved to the OIDC provider and a real repository
-    assert "template.yaml: GitHubCiRole/start-deployments" in policies
-    (statement,) = _statements(trust)
-    assert statement["Principal"]["Federated"] == (
-        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
-    )
-    subjects = statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]
-    assert "repo:example-org/bbws-deployer:environment:prod" in subjects
+    for environment in ("dev", "sit", "prod"):
+        role = f"GitHubCi{environment.capitalize()}Role"
+        assert template["Resources"][role]["Condition"] == "HasCiRole"
+        # WHEN the policies are collected
+        trust = policies[f"template.yaml: {role}/AssumeRolePolicyDocument"]
+        # THEN its policies are there, its Fn::If and Subs resolved to the OIDC provider and a real repository,
+        # trusted for its own GitHub environment only and writing its own environment's spec only
+        (statement,) = _statements(trust)
+        assert statement["Principal"]["Federated"] == (
+            "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+        )
+        subject = statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]
+        assert subject == f"repo:example-org/bbws-deployer:environment:{environment}"
+        writes = next(
+            s
+            for s in _statements(policies[f"template.yaml: {role}/start-deployments"])
+            if s["Action"] == "s3:PutObject"
+        )
+        assert [r.rsplit(":::", 1)[1].split("/", 1)[1] for r in writes["Resource"]] == [
+            f"environments/{environment}.yaml",
+            f"commits/{environment}/*",
+        ]
 
 
 def test_resource_policies_are_linted(policies: dict[str, LintedPolicy]) -> None:

@@ -11,8 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -30,11 +34,13 @@ GITHUB_SHELLS: dict[str | None, list[str]] = {
     "sh": ["sh", "-e"],
 }
 STUB = """#!{python}
-import json, sys
+import json, os, sys
 from argparse import Namespace
 from deployer_cli.main import _report
 with open("args.json", "w") as f:
     json.dump(sys.argv[1:], f)
+with open("token.txt", "w") as f:
+    f.write(os.environ.get("DEPLOYER_OIDC_TOKEN", ""))
 sys.exit(_report(Namespace(json=True), {{"status": {status!r}, "environment": "prod", "deploymentId": "prod-1"}}))
 """
 
@@ -46,6 +52,37 @@ def workflow() -> dict[str, Any]:
 def deploy_step() -> dict[str, Any]:
     steps = workflow()["jobs"]["deploy"]["steps"]
     return next(s for s in steps if s.get("name") == DEPLOY_STEP)
+
+
+class TokenService(BaseHTTPRequestHandler):
+    """GitHub's ID-token endpoint for a job with `id-token: write`: a token for the audience asked."""
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        granted = self.headers.get("Authorization") == "bearer request-token" and query.get("api-version") == ["2.0"]
+        body = json.dumps({"value": f"oidc-token-for-{query['audience'][0]}"} if granted else {"message": "no"})
+        self.send_response(200 if granted else 401)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def token_service() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), TokenService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/token?api-version=2.0"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def id_token_endpoint(token_service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What GitHub sets in a job with `id-token: write` (the request token's value is the service's to check)."""
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", token_service)
 
 
 def run_step(tmp_path: Path, status: str, **inputs: str) -> subprocess.CompletedProcess[str]:
@@ -65,6 +102,8 @@ def run_step(tmp_path: Path, status: str, **inputs: str) -> subprocess.Completed
         "ACTOR": "octocat",
         "RUN_ID": "42",
         "GITHUB_SHA": "0123abc",
+        "DEPLOYER_OIDC_AUDIENCE": "bbws-deployer",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "request-token",
         **inputs,
     }
     shell = GITHUB_SHELLS[step.get("shell")]
@@ -90,6 +129,18 @@ def test_a_successful_deployment_passes_with_the_inputs_passed_on(tmp_path: Path
     assert args[args.index("--requested-by") + 1] == "github:octocat"
     assert args[args.index("--change-ticket") + 1] == "CHG-9"
     assert args[args.index("--at") + 1] == "2030-01-07T09:00:00+02:00"
+    # AND the job's GitHub OIDC token, for the deployer's audience, is handed to the CLI
+    assert (tmp_path / "token.txt").read_text() == "oidc-token-for-bbws-deployer"
+    assert "oidc-token-for-bbws-deployer" not in completed.stdout.replace(
+        "::add-mask::oidc-token-for-bbws-deployer", ""
+    )
+
+
+def test_no_token_no_deployment(tmp_path: Path) -> None:
+    # GIVEN GitHub refuses the job a token WHEN the step runs THEN it fails before the CLI is called
+    completed = run_step(tmp_path, "SUCCEEDED", ACTIONS_ID_TOKEN_REQUEST_TOKEN="wrong")
+    assert completed.returncode != 0
+    assert not (tmp_path / "args.json").exists()
 
 
 def test_empty_optional_inputs_are_not_passed(tmp_path: Path) -> None:
@@ -111,11 +162,13 @@ def test_the_ci_session_lasts_as_long_as_the_job() -> None:
     job = workflow()["jobs"]["deploy"]
     job_seconds = int(job["timeout-minutes"]) * 60
     credentials = next(s for s in job["steps"] if "configure-aws-credentials" in str(s.get("uses", "")))
-    role = load_template(REPO / "template.yaml")["Resources"]["GitHubCiRole"]["Properties"]
-    # THEN the session asked for, and the role's maximum, cover it
+    resources = load_template(REPO / "template.yaml")["Resources"]
+    # THEN the session asked for, and each CI role's maximum, cover it
     assert int(credentials["with"]["role-duration-seconds"]) >= job_seconds
-    assert int(role["MaxSessionDuration"]) >= int(credentials["with"]["role-duration-seconds"])
-    assert int(role["MaxSessionDuration"]) <= 43200  # IAM's upper bound
+    for environment in ("Dev", "Sit", "Prod"):
+        role = resources[f"GitHubCi{environment}Role"]["Properties"]
+        assert int(role["MaxSessionDuration"]) >= int(credentials["with"]["role-duration-seconds"])
+        assert int(role["MaxSessionDuration"]) <= 43200  # IAM's upper bound
 
 
 def test_actionlint_reports_what_the_configuration_does_not_explain(tmp_path: Path) -> None:

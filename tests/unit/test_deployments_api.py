@@ -16,10 +16,14 @@ import yaml
 
 from deployer.deployments_api import build_api
 from deployer.models import ApiDeploymentRequest
+from deployer.oidc import TOKEN_HEADER, OidcVerifier
+from deployer.records import RecordStore
 from deployer.resources import WaitConfig
 from deployer.specstore import SpecStore
 from deployer.tooling import Tooling
+from sandbox.oidc_issuer import OidcIssuer
 from tests.unit.conftest import records_table
+from tests.unit.test_oidc import ISSUER, StaticKeys
 
 EVENT = json.loads((Path(__file__).parents[2] / "events" / "api_post_deployment.json").read_text())
 REPO = Path(__file__).parents[2]
@@ -118,7 +122,7 @@ def test_bad_fields_are_named_and_nothing_starts(tooling: Tooling) -> None:
         tooling,
         "POST",
         "/deployments",
-        request(environment="DEV!", specVersion="main", clientToken="has space", requestedBy=None, extra=1),
+        request(environment="DEV!", specVersion="main", clientToken="has space", requestedBy="", extra=1),
     )
 
     assert response["statusCode"] == 400
@@ -289,3 +293,105 @@ def test_the_openapi_document_describes_exactly_the_model_the_api_validates_with
     assert {n: _constraints(p) for n, p in declared["properties"].items()} == {
         n: _constraints(p) for n, p in model["properties"].items()
     }
+
+
+# ---------------------------------------------------------------- through POST /deployments
+
+
+CI_ROLE_PREFIX = "bbws-deployer-github-ci-"
+
+
+@pytest.fixture(scope="module")
+def issuer() -> OidcIssuer:
+    return OidcIssuer(url=ISSUER)
+
+
+@pytest.fixture
+def api(tooling: Tooling, issuer: OidcIssuer) -> Tooling:
+    tooling.oidc = OidcVerifier(ISSUER, issuer.audience, _jwks=StaticKeys(issuer.jwks()))
+    tooling.github_repository = "bbws/bbws-deployer"
+    tooling.ci_role_prefix = CI_ROLE_PREFIX
+    return tooling
+
+
+def post(tooling: Tooling, body: dict[str, Any], token: str | None = None, caller: str | None = None) -> Any:
+    event = copy.deepcopy(EVENT)
+    if token is not None:
+        event["headers"][TOKEN_HEADER] = token
+    if caller is not None:
+        event["requestContext"]["identity"]["userArn"] = caller
+    event.update(httpMethod="POST", path="/deployments", body=json.dumps(body))
+    response = build_api(tooling).resolve(event, None)  # type: ignore[arg-type]
+    response["json"] = json.loads(response["body"])
+    return response
+
+
+def ci_role(environment: str) -> str:
+    return f"arn:aws:sts::123456789012:assumed-role/{CI_ROLE_PREFIX}{environment}/gh-1-{environment}"
+
+
+def test_a_valid_token_makes_its_actor_the_verified_requester(api: Tooling, issuer: OidcIssuer) -> None:
+    token = issuer.mint(environment="dev", sha=COMMIT, actor="bbws-sit-lead")
+    response = post(api, request(requestedBy="someone-else"), token, ci_role("dev"))
+    assert response["statusCode"] == 202, response["json"]
+    stored = RecordStore(api.records.table).verified_requester("api-run-42")
+    assert stored == {
+        "name": "github:bbws-sit-lead",
+        "verifiedBy": "github-oidc",
+        "githubLogin": "bbws-sit-lead",
+        "awsPrincipal": ci_role("dev"),
+        "claimed": "someone-else",
+    }
+    execution = api.sfn.describe_execution(executionArn=response["json"]["executionArn"])
+    assert json.loads(execution["input"])["requestedBy"] == "github:bbws-sit-lead"
+
+
+@pytest.mark.parametrize(
+    ("mint", "claim", "message"),
+    [
+        ({"environment": "sit"}, "environment", "the token is for environment 'sit', the request for 'dev'"),
+        ({"sha": "f" * 40}, "sha", f"the token was issued for commit {'f' * 40}, the request deploys the spec of"),
+        ({"repository": "evil/fork"}, "repository", "evil/fork is not the repository this stack serves"),
+        ({"ref": "refs/heads/feature-x"}, "ref", "refs/heads/feature-x is not a deployment branch of account"),
+        ({"ref": "refs/tags/v1"}, "ref", "refs/tags/v1 is not a deployment branch"),
+    ],
+)
+def test_a_claim_that_does_not_fit_the_request_is_403_naming_it(
+    api: Tooling, issuer: OidcIssuer, mint: dict[str, Any], claim: str, message: str
+) -> None:
+    token = issuer.mint(**{"environment": "dev", "sha": COMMIT, **mint})
+    response = post(api, request(), token)
+    assert response["statusCode"] == 403
+    assert response["json"]["errors"][0]["field"] == f"{TOKEN_HEADER}.{claim}"
+    assert message in response["json"]["errors"][0]["message"]
+    assert api.sfn.list_executions(stateMachineArn=api.state_machine_arn)["executions"] == []
+
+
+def test_a_bad_token_is_401(api: Tooling, issuer: OidcIssuer) -> None:
+    response = post(api, request(), issuer.mint(environment="dev", sha=COMMIT, forged=True))
+    assert response["statusCode"] == 401
+    assert "Signature verification failed" in response["json"]["message"]
+
+
+def test_a_ci_role_deploys_only_its_environment_and_only_with_a_token(api: Tooling, issuer: OidcIssuer) -> None:
+    token = issuer.mint(environment="sit", sha=COMMIT)
+    other = post(api, request(environment="sit"), token, ci_role("dev"))
+    assert other["statusCode"] == 403
+    assert other["json"]["message"] == (
+        f"caller {ci_role('dev')} is CI's role for environment dev; it may not deploy environment sit"
+    )
+    tokenless = post(api, request(), None, ci_role("dev"))
+    assert tokenless["statusCode"] == 401
+    assert TOKEN_HEADER in tokenless["json"]["message"]
+
+
+def test_without_a_token_the_sigv4_caller_is_the_requester_and_the_claim_is_kept(api: Tooling) -> None:
+    response = post(api, request(requestedBy="alice"), None, "arn:aws:iam::123456789012:user/alice")
+    assert response["statusCode"] == 202
+    stored = RecordStore(api.records.table).verified_requester("api-run-42")
+    assert stored is not None
+    assert (stored["name"], stored["verifiedBy"], stored["claimed"]) == (
+        "arn:aws:iam::123456789012:user/alice",
+        "aws-sigv4",
+        "alice",
+    )

@@ -92,6 +92,7 @@ def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: 
     # approvals is approved by the previous policy's approvers, in their channel.
     channel = policy.channel or (change.previous_channel if change else None)
     assert channel is not None
+    requester = deployment.who_requested()
     return Approval(
         approval_id=approval_id,
         deployment_id=deployment.deployment_id,
@@ -113,6 +114,8 @@ def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: 
         previous_required=change.previous_required if change else 0,
         previous_approvers=change.previous_approvers if change else [],
         policy_diff=change.diff if change else [],
+        requester_description=requester.describe(),
+        requester_slack_ids=tooling.identities.slack_ids_of(requester),
     )
 
 

@@ -33,7 +33,15 @@ Outcome = Literal[
 ]
 
 APPROVAL_ID_PATTERN = r"^apv-[0-9a-f]{16}$"
-JSON_FIELDS = ("planResources", "approvers", "escalationApprovers", "decidedBy", "previousApprovers", "policyDiff")
+JSON_FIELDS = (
+    "planResources",
+    "approvers",
+    "escalationApprovers",
+    "decidedBy",
+    "previousApprovers",
+    "policyDiff",
+    "requesterSlackIds",
+)
 # Step Functions' answers meaning the waiting task is gone: nothing left to deliver to.
 TASK_GONE_CODES = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 
@@ -76,6 +84,16 @@ class Approval:
     previous_required: int = 0
     previous_approvers: list[dict[str, str]] = field(default_factory=list)
     policy_diff: list[str] = field(default_factory=list)
+    # Who requested it, as shown (verified or claimed), and the Slack ids of every person that is
+    # (the identity map): none of them may vote.
+    requester_description: str = ""
+    requester_slack_ids: list[str] = field(default_factory=list)
+
+    def is_requester(self, user_id: str, name: str) -> bool:
+        """Whether the Slack user (``name`` as the approvers list them) is who requested the deployment."""
+        # Case-insensitive: "Alice" requesting and "alice" approving is still one person.
+        claimed = self.requested_by.casefold()
+        return user_id in self.requester_slack_ids or claimed in (name.casefold(), user_id.casefold())
 
     def voter(self, user_id: str) -> dict[str, str] | None:
         """The approver or escalation approver, of this policy or the previous one, with this Slack user id."""
@@ -126,6 +144,8 @@ class Approval:
             "previousRequired": self.previous_required,
             "previousApprovers": self.previous_approvers,
             "policyDiff": self.policy_diff,
+            "requesterDescription": self.requester_description or None,
+            "requesterSlackIds": self.requester_slack_ids,
         }
         encoded = {k: json.dumps(v, sort_keys=True) if k in JSON_FIELDS else v for k, v in item.items()}
         return {k: v for k, v in encoded.items() if v is not None}
@@ -159,6 +179,8 @@ class Approval:
             previous_required=int(data.get("previousRequired", 0)),
             previous_approvers=list(data.get("previousApprovers", [])),
             policy_diff=list(data.get("policyDiff", [])),
+            requester_description=str(data.get("requesterDescription") or ""),
+            requester_slack_ids=list(data.get("requesterSlackIds", [])),
         )
 
 
@@ -372,8 +394,7 @@ def evaluate_click(  # noqa: PLR0911 - one return per outcome, checked in a fixe
             f"You are not an approver for {approval.environment} deployments; "
             "your click was recorded and changed nothing.",
         )
-    # Case-insensitive: "Alice" requesting and "alice" approving is still one person.
-    if approval.requested_by.casefold() in (voter["name"].casefold(), voter["slackUserId"].casefold()):
+    if approval.is_requester(user_id, voter["name"]):
         return ClickResult("self_approval", "You requested this deployment and cannot approve or reject it.")
     earlier = next((v for v in votes if v.user_id == user_id), None)
     if earlier is not None:

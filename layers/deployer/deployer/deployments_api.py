@@ -22,8 +22,9 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from deployer.aws import error_code, transient_errors
-from deployer.errors import SpecNotFound
-from deployer.models import ApiDeploymentRequest, ApiOrigin, DeploymentRequest
+from deployer.errors import GuardrailViolation, SpecNotFound
+from deployer.models import ApiDeploymentRequest, ApiOrigin, DeploymentRequest, Requester
+from deployer.oidc import TOKEN_HEADER, IssuerUnavailable, TokenRefused
 from deployer.tooling import Tooling
 from deployer.views import deployment_view, history_item
 
@@ -35,6 +36,8 @@ HISTORY_LIMIT = re.compile(r"[0-9]{1,3}")
 # A deployment request is a flat object; deeper nesting is refused before the JSON parser recurses.
 MAX_BODY_DEPTH = 32
 JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+ASSUMED_ROLE = re.compile(r"arn:aws[a-z-]*:sts::[0-9]{12}:assumed-role/(?P<role>[^/]+)/.+")
+UNKNOWN_CALLER = "unknown"
 
 
 @dataclass
@@ -127,22 +130,104 @@ def parse_request(raw: bytes, limit: int) -> ApiDeploymentRequest:
         raise ApiError(400, "invalid deployment request", field_errors(exc)) from None
 
 
-def start_deployment(tooling: Tooling, request: ApiDeploymentRequest, caller: str) -> tuple[int, dict[str, Any]]:
+def ci_role_environment(caller: str, prefix: str) -> str | None:
+    """The environment whose CI role made the call (``assumed-role/<prefix><environment>/...``); None for others."""
+    match = ASSUMED_ROLE.fullmatch(caller)
+    if not prefix or match is None or not match["role"].startswith(prefix):
+        return None
+    return match["role"].removeprefix(prefix)
+
+
+def _refuse_claim(claim: str, message: str) -> ApiError:
+    return ApiError(
+        403,
+        f"the GitHub OIDC token's {claim} claim is refused: {message}",
+        [{"field": f"{TOKEN_HEADER}.{claim}", "message": message}],
+    )
+
+
+def verify_requester(
+    tooling: Tooling, request: ApiDeploymentRequest, *, caller: str, token: str | None, commit: str, version: str
+) -> Requester:
+    """Who is asking: CI's verified GitHub actor (its token's claims must fit the request), else the SigV4 caller.
+
+    A bad token is a 401; a good token whose claims do not fit is a 403 naming the claim.
+    """
+    if token is None:
+        if caller == UNKNOWN_CALLER:
+            return Requester(name=request.requested_by or UNKNOWN_CALLER, claimed=request.requested_by)
+        return Requester(name=caller, verified_by="aws-sigv4", aws_principal=caller, claimed=request.requested_by)
+    try:
+        claims = tooling.oidc.verify(token)
+    except TokenRefused as exc:
+        raise ApiError(401, f"the GitHub OIDC token in {TOKEN_HEADER} is refused: {exc}") from None
+    except IssuerUnavailable as exc:
+        raise ApiError(503, str(exc)) from None
+    if claims.environment != request.environment:
+        raise _refuse_claim(
+            "environment",
+            f"the token is for environment {claims.environment!r}, the request for {request.environment!r}",
+        )
+    if claims.sha != commit:
+        raise _refuse_claim(
+            "sha", f"the token was issued for commit {claims.sha}, the request deploys the spec of {commit}"
+        )
+    if tooling.github_repository and claims.repository != tooling.github_repository:
+        raise _refuse_claim(
+            "repository", f"{claims.repository} is not the repository this stack serves, {tooling.github_repository}"
+        )
+    spec, _ = tooling.specs.get(request.environment, version)
+    try:
+        rules = tooling.guardrails.for_account(spec.account)
+    except GuardrailViolation as exc:
+        raise _refuse_claim("ref", str(exc)) from None
+    if not rules.allows_ref(claims.ref):
+        raise _refuse_claim(
+            "ref",
+            f"{claims.ref} is not a deployment branch of account {spec.account} ({rules.name}), "
+            f"whose guardrails allow {', '.join(rules.branches)}",
+        )
+    return Requester(
+        name=f"github:{claims.actor}",
+        verified_by="github-oidc",
+        github_login=claims.actor,
+        aws_principal=None if caller == UNKNOWN_CALLER else caller,
+        claimed=request.requested_by,
+    )
+
+
+def start_deployment(
+    tooling: Tooling, request: ApiDeploymentRequest, caller: str, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
     """Start the request's execution, or find the one an earlier try of it started.
 
     Returns 202 and the new deployment, or 200 and the existing one; a token already
-    used for another request is a 409.
+    used for another request is a 409. CI's role for one environment may deploy no other
+    (403), and must prove which workflow it runs with its GitHub OIDC token (401 without).
     """
+    ci_environment = ci_role_environment(caller, tooling.ci_role_prefix)
+    if ci_environment is not None and ci_environment != request.environment:
+        raise ApiError(
+            403,
+            f"caller {caller} is CI's role for environment {ci_environment}; it may not deploy environment "
+            f"{request.environment}",
+        )
+    if ci_environment is not None and token is None:
+        raise ApiError(
+            401, f"CI's role must send its GitHub OIDC token (audience {tooling.oidc_audience}) in {TOKEN_HEADER}"
+        )
     _known_environment(tooling, request.environment)
     try:
         commit, version = tooling.specs.resolve_commit(request.environment, request.spec_version)
     except SpecNotFound as exc:
         raise ApiError(400, "invalid deployment request", [{"field": "specVersion", "message": str(exc)}]) from None
+    requester = verify_requester(tooling, request, caller=caller, token=token, commit=commit, version=version)
     fingerprint = request_hash(request)
     name = EXECUTION_PREFIX + request.client_token
     arn = execution_arn(tooling.state_machine_arn, name)
     execution_input = DeploymentRequest(
-        **request.model_dump(exclude={"spec_version", "client_token"}),
+        **request.model_dump(exclude={"spec_version", "client_token", "requested_by"}),
+        requested_by=requester.name,
         spec_version=version,
         origin=ApiOrigin(
             client_token=request.client_token, request_hash=fingerprint, caller=caller, spec_commit=commit
@@ -160,6 +245,7 @@ def start_deployment(tooling: Tooling, request: ApiDeploymentRequest, caller: st
                     f"(deployment {name}); use a new token for a new deployment",
                 )
             return 200, {"deploymentId": name, "executionArn": arn, "status": existing["status"], "created": False}
+        tooling.records.put_requester(name, requester.dump())
         try:
             with transient_errors():
                 tooling.sfn.start_execution(
@@ -218,8 +304,9 @@ def build_api(tooling: Tooling) -> APIGatewayRestResolver:
         raw = event.body or ""
         body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
         request = parse_request(body, tooling.api_max_body_bytes)
-        caller = event.request_context.identity.user_arn or "unknown"
-        status, answer = start_deployment(tooling, request, caller)
+        caller = event.request_context.identity.user_arn or UNKNOWN_CALLER
+        token = event.headers.get(TOKEN_HEADER)
+        status, answer = start_deployment(tooling, request, caller, token or None)
         url = _status_url(event.raw_event, answer["deploymentId"])
         return _json(status, {**answer, "statusUrl": url}, {"Location": url})
 

@@ -35,6 +35,9 @@ from deployer.windows import describe_window
 DOCUMENT = "guardrails.yaml"
 # An environment name, or a prefix of names ending in "-*".
 ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{1,31}(-\*)?$"
+# A git branch name, or a prefix of names ending in "-*".
+BRANCH_PATTERN = r"^[A-Za-z0-9._/-]{1,200}(-\*)?$"
+BRANCH_REF_PREFIX = "refs/heads/"
 ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$"
 
 
@@ -58,14 +61,24 @@ class AccountGuardrails(Model):
     environments: Annotated[list[Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)]], Field(min_length=1)]
     deployment_role_arn: Annotated[str, Field(pattern=ROLE_ARN)]
     regions: Annotated[list[Annotated[str, Field(pattern=REGION)]], Field(min_length=1)]
+    # The branches CI may deploy into the account from: the GitHub OIDC token's ref must name one.
+    branches: Annotated[list[Annotated[str, Field(pattern=BRANCH_PATTERN)]], Field(min_length=1)]
     floor: Floor = Floor()
 
     def allows_environment(self, environment: str) -> bool:
-        return any(
-            environment == allowed
-            or (allowed.endswith("-*") and environment.startswith(allowed[:-1]) and len(environment) >= len(allowed))
-            for allowed in self.environments
-        )
+        return _matches(environment, self.environments)
+
+    def allows_ref(self, ref: str) -> bool:
+        """Whether a git ref (``refs/heads/<branch>``) is one of the account's deployment branches."""
+        return ref.startswith(BRANCH_REF_PREFIX) and _matches(ref.removeprefix(BRANCH_REF_PREFIX), self.branches)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    """``name`` is one of ``patterns``, or has the prefix of one ending in ``-*`` and more after it."""
+    return any(
+        name == pattern or (pattern.endswith("-*") and name.startswith(pattern[:-1]) and len(name) >= len(pattern))
+        for pattern in patterns
+    )
 
 
 class Guardrails(Model):
@@ -142,6 +155,7 @@ class Guardrails(Model):
                 f"  environments         {', '.join(rules.environments)}",
                 f"  deployment role      {rules.deployment_role_arn}",
                 f"  regions              {', '.join(rules.regions)}",
+                f"  CI branches          {', '.join(rules.branches)}",
                 f"  minimum approvals    {floor.minimum_approvals}",
                 "  eligible approvers   "
                 + (", ".join(floor.eligible_approvers) if floor.eligible_approvers is not None else "any"),

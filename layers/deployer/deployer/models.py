@@ -20,11 +20,35 @@ class Event(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+# A name, a GitHub login (github:octo) or an AWS principal's ARN (role session names included).
+REQUESTED_BY = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w.@+:/=,-][\w.@+:/=, -]*$")]
+
+
+class Requester(Event):
+    """Who started a deployment: verified by CI's GitHub OIDC token or the API's SigV4 caller, or only claimed."""
+
+    # How messages and the record name them: ``github:<login>``, the caller's ARN, or the claimed name.
+    name: str
+    verified_by: Literal["github-oidc", "aws-sigv4"] | None = None
+    github_login: str | None = None
+    aws_principal: str | None = None
+    # What the request said (``requestedBy``): recorded, never trusted.
+    claimed: str | None = None
+
+    def describe(self) -> str:
+        """``github:octo (verified: GitHub OIDC token)``, ``alice (claimed)``, ..."""
+        if self.verified_by is None:
+            return f"{self.name} (claimed)"
+        how = "GitHub OIDC token" if self.verified_by == "github-oidc" else "AWS SigV4"
+        claims = f", claims to be {self.claimed}" if self.claimed and self.claimed != self.name else ""
+        return f"{self.name} (verified: {how}{claims})"
+
+
 class RequestFields(Event):
     """What every way of starting a deployment asks for."""
 
     environment: Annotated[str, Field(pattern=ENVIRONMENT_NAME)]
-    requested_by: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.@+:/ -]+$")]
+    requested_by: REQUESTED_BY
     change_ticket: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     dry_run: bool = False
     # Announce now, deploy at this time (ISO 8601 with a UTC offset).
@@ -39,7 +63,8 @@ class DeploymentRequest(RequestFields):
     spec_version: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     # A manual rollback: deploy again exactly what this earlier successful deployment deployed.
     rollback_to: Annotated[str, Field(min_length=1, max_length=80)] | None = None
-    # Set by the deployments API: who called it, with which token, for which request.
+    # Set by the deployments API: who called it, with which token, for which request. Informational:
+    # anyone who can start an execution can write it, so the verified requester is kept elsewhere.
     origin: ApiOrigin | None = None
 
 
@@ -54,7 +79,13 @@ class ApiOrigin(Event):
 
 
 class ApiDeploymentRequest(RequestFields):
-    """POST /deployments: CI names the spec by its commit and the attempt by a token it reuses on retry."""
+    """POST /deployments: CI names the spec by its commit and the attempt by a token it reuses on retry.
+
+    Who requested it is what the API verified (the OIDC token's actor, else the SigV4 caller);
+    ``requestedBy`` is optional and recorded only as a claim.
+    """
+
+    requested_by: REQUESTED_BY | None = None  # type: ignore[assignment]
 
     spec_version: Annotated[str, Field(pattern=r"^[0-9a-f]{7,40}$", description="git commit of the spec")]
     client_token: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -106,6 +137,8 @@ class DeploymentContext(Event):
     execution_arn: str
     environment: str
     requested_by: str
+    # Who requested it, verified or claimed (requested_by is its name).
+    requester: Requester | None = None
     change_ticket: str | None
     dry_run: bool
     spec_version: str
@@ -118,6 +151,10 @@ class DeploymentContext(Event):
     rollback_to: str | None = None
     # What the Provision and Validate maps fan out over, region by region.
     work: list[RegionWork] = []
+
+    def who_requested(self) -> Requester:
+        """The requester; a context made before requesters were kept has only the claimed name."""
+        return self.requester or Requester(name=self.requested_by)
 
 
 class DeploymentEvent(Event):

@@ -20,6 +20,7 @@ from deployer.models import (
     PolicySummary,
     RegionEvent,
     RegionWork,
+    Requester,
     Schedule,
     Shard,
     StartEvent,
@@ -53,6 +54,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Validate the execution input, pin the spec version and open the deployment record."""
     start_event = parse_event(StartEvent, event)
     request = parse_event(DeploymentRequest, start_event.input)
+    requester = _requester(tooling, start_event.deployment_id, request)
     pinned = _rollback_target(tooling, request) if request.rollback_to else request.spec_version
     spec, version = tooling.specs.get(request.environment, pinned)
     # The account's guardrails, before anything else: a spec that loosens them never reaches its account.
@@ -78,7 +80,8 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         deployment_id=start_event.deployment_id,
         execution_arn=start_event.execution_arn,
         environment=request.environment,
-        requested_by=request.requested_by,
+        requested_by=requester.name,
+        requester=requester,
         change_ticket=request.change_ticket,
         dry_run=request.dry_run,
         spec_version=version,
@@ -105,6 +108,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         {
             "executionArn": context.execution_arn,
             "requestedBy": context.requested_by,
+            "requester": requester.dump(),
             "changeTicket": context.change_ticket,
             "dryRun": context.dry_run,
             "specVersion": version,
@@ -123,6 +127,14 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         },
     )
     return context.dump()
+
+
+def _requester(tooling: Tooling, deployment_id: str, request: DeploymentRequest) -> Requester:
+    """The requester the deployments API verified for this execution, else the name the input claims."""
+    verified = tooling.records.verified_requester(deployment_id)
+    if verified is not None:
+        return Requester.model_validate(verified)
+    return Requester(name=request.requested_by)
 
 
 def _region_work(spec: EnvironmentSpec, region: str, shard_size: int) -> RegionWork:
@@ -175,7 +187,13 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     )
     try:
         checks = run_preflight(
-            target, account, spec, deployment.change_ticket, clock.now(), requested_by=deployment.requested_by
+            target,
+            account,
+            spec,
+            deployment.change_ticket,
+            clock.now(),
+            requested_by=deployment.requested_by,
+            requester_slack_ids=tooling.identities.slack_ids_of(deployment.who_requested()),
         )
     except PreflightFailed as exc:
         checks = exc.checks

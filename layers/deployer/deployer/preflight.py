@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -26,6 +27,7 @@ def run_preflight(
     now: datetime,
     *,
     requested_by: str | None = None,
+    requester_slack_ids: Collection[str] = (),
 ) -> list[CheckResult]:
     """Run every pre-deployment check; raise PreflightFailed listing each failure's detail on its own line.
 
@@ -35,7 +37,9 @@ def run_preflight(
     results = [
         run_check("account.identity", GLOBAL, spec.account, partial(_identity, spec, sts_identity_account)),
         run_check("change-ticket", GLOBAL, change_ticket or "-", partial(_change_ticket, spec, change_ticket)),
-        run_check("approvals.quorum", GLOBAL, spec.environment, partial(_approvals, spec, requested_by)),
+        run_check(
+            "approvals.quorum", GLOBAL, spec.environment, partial(_approvals, spec, requested_by, requester_slack_ids)
+        ),
     ]
     for bucket in spec.resources.buckets:
         region = spec.region_of(bucket)
@@ -70,13 +74,19 @@ def _change_ticket(spec: EnvironmentSpec, ticket: str | None) -> tuple[bool, str
     return True, f"change ticket {ticket}"
 
 
-def _approvals(spec: EnvironmentSpec, requested_by: str | None) -> tuple[bool, str]:
+def _approvals(
+    spec: EnvironmentSpec, requested_by: str | None, requester_slack_ids: Collection[str]
+) -> tuple[bool, str]:
     policy = spec.policy.approvals
     if policy.required == 0:
         return True, "no approvals required"
-    # The requester may never approve their own deployment: a quorum without them must exist.
+    # The requester may never approve their own deployment, under any identity: a quorum without them must exist.
     voters = {a.slack_user_id: a for a in [*policy.approvers, *policy.escalation_approvers]}
-    eligible = [a for a in voters.values() if requested_by not in (a.name, a.slack_user_id)]
+    eligible = [
+        a
+        for a in voters.values()
+        if requested_by not in (a.name, a.slack_user_id) and a.slack_user_id not in requester_slack_ids
+    ]
     if len(eligible) < policy.required:
         return False, (
             f"environment {spec.environment} requires {policy.required} approval(s) but only {len(eligible)} "

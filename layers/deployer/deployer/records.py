@@ -34,6 +34,7 @@ JSON_FIELDS = (
     "replan",
     "policy",
     "policyChange",
+    "requester",
 )
 SUCCEEDED_STATUSES = ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS")
 # Per-region results: a map of region -> JSON string, so regions write without racing.
@@ -45,6 +46,8 @@ PART_PREFIX = "PART#"
 SPILL_BYTES = 32_000
 SPILL_PREFIX = "SPILL#"
 SPILLED = "$spilledPieces"
+# Beside a record: the requester the deployments API verified before it started the deployment.
+REQUESTER_SK = "REQUESTER"
 
 
 def iso(moment: datetime) -> str:
@@ -118,6 +121,24 @@ class RecordStore:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
+
+    def put_requester(self, deployment_id: str, requester: dict[str, Any]) -> None:
+        """Keep who the API verified as the requester of a deployment it is about to start.
+
+        Beside the record-to-be, written only by the deployments API: the execution input
+        is anyone's to write who may start an execution, so it cannot vouch for anybody.
+        """
+        item = {"pk": deployment_key(deployment_id)["pk"], "sk": REQUESTER_SK, "requester": json.dumps(requester)}
+        with transient_errors():
+            self.table.put_item(Item=item)
+
+    def verified_requester(self, deployment_id: str) -> dict[str, Any] | None:
+        """The requester the deployments API verified for this deployment; None if it did not start it."""
+        with transient_errors():
+            item = self.table.get_item(
+                Key={"pk": deployment_key(deployment_id)["pk"], "sk": REQUESTER_SK}, ConsistentRead=True
+            ).get("Item")
+        return dict(json.loads(item["requester"])) if item else None
 
     def update(self, deployment_id: str, now: datetime, fields: dict[str, Any]) -> None:
         values = {**self._spill(deployment_id, _encode(fields)), "updatedAt": iso(now)}

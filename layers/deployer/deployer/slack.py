@@ -108,7 +108,7 @@ def _context(approval: Approval, votes: list[Vote], console_url: str) -> list[Bl
     expires = int(approval.expires_at.timestamp())
     fields = [
         f"*Environment*\n{escape(approval.environment)}",
-        f"*Requested by*\n{escape(approval.requested_by)}",
+        f"*Requested by*\n{escape(approval.requester_description or approval.requested_by)}",
         f"*Change ticket*\n{escape(approval.change_ticket) if approval.change_ticket else 'none'}",
         f"*Deployment*\n`{escape(approval.deployment_id)}`",
         f"*Plan summary*\n{escape(approval.plan_summary)}",
@@ -203,8 +203,7 @@ def reminder_text(approval: Approval, votes: list[Vote]) -> str:
         return [
             _mention(p["slackUserId"])
             for p in people
-            if p["slackUserId"] not in voted
-            and approval.requested_by.casefold() not in (p["name"].casefold(), p["slackUserId"].casefold())
+            if p["slackUserId"] not in voted and not approval.is_requester(p["slackUserId"], p["name"])
         ]
 
     # One approver may count in both quorums of a changed policy, so this is the fewest more it takes.

@@ -25,8 +25,10 @@ from deployer.resources import WaitConfig
 if TYPE_CHECKING:
     from deployer.approvals import ApprovalStore
     from deployer.guardrails import Guardrails
+    from deployer.identities import IdentityMap
     from deployer.interactions import InteractionContext
     from deployer.models import DeploymentContext
+    from deployer.oidc import OidcVerifier
     from deployer.slack import Slack
     from deployer.spec import EnvironmentSpec
     from deployer.specstore import SpecStore
@@ -49,6 +51,12 @@ class Tooling:
     api_max_body_bytes: int = 16384
     # Resources per provisioning/validation shard (one Lambda invocation, its resources side by side).
     shard_size: int = 10
+    # The deployments API's: whose GitHub OIDC tokens it takes, for which audience and repository, and
+    # the name prefix of CI's per-environment roles (<prefix><environment>).
+    oidc_issuer: str = "https://token.actions.githubusercontent.com"
+    oidc_audience: str = "bbws-deployer"
+    github_repository: str = ""
+    ci_role_prefix: str = ""
 
     @classmethod
     def from_environment(cls) -> Tooling:
@@ -66,6 +74,10 @@ class Tooling:
             state_machine_arn=os.environ.get("STATE_MACHINE_ARN", ""),
             api_max_body_bytes=int(os.environ.get("API_MAX_BODY_BYTES", str(cls.api_max_body_bytes))),
             shard_size=int(os.environ.get("SHARD_SIZE", str(cls.shard_size))),
+            oidc_issuer=os.environ.get("OIDC_ISSUER", cls.oidc_issuer),
+            oidc_audience=os.environ.get("OIDC_AUDIENCE", cls.oidc_audience),
+            github_repository=os.environ.get("GITHUB_REPOSITORY", ""),
+            ci_role_prefix=os.environ.get("CI_ROLE_PREFIX", ""),
         )
 
     @cached_property
@@ -99,6 +111,19 @@ class Tooling:
         from deployer.guardrails import packaged
 
         return packaged()
+
+    @property
+    def identities(self) -> IdentityMap:
+        from deployer.identities import packaged
+
+        return packaged()
+
+    @cached_property
+    def oidc(self) -> OidcVerifier:
+        """CI's GitHub OIDC tokens, checked against the issuer's keys (cached for the container's life)."""
+        from deployer.oidc import OidcVerifier
+
+        return OidcVerifier(self.oidc_issuer, self.oidc_audience)
 
     def target_for(self, spec: EnvironmentSpec, deployment_id: str) -> TargetSession:
         """A session in the environment's account, through the deployment role its guardrails name."""
