@@ -144,7 +144,10 @@ def test_a_request_signed_for_another_region_is_refused(api: str) -> None:
 def test_the_cli_deploys_through_the_api_and_a_rerun_with_its_token_deploys_nothing_new(
     deployments: Deployments, stack: Stack
 ) -> None:
-    args = ("run", "--env", "dev", "--via-api", "--client-token", "cli-via-api-1", "--poll-seconds", "0.2", "--json")
+    args = (
+        *("run", "--env", "dev", "--via-api", "--client-token", "cli-via-api-1", "--poll-seconds", "0.2", "--json"),
+        *("--requested-by", "github:octo-dev"),
+    )
 
     first = deployer(deployments, *args)
     again = deployer(deployments, *args)
@@ -154,6 +157,8 @@ def test_the_cli_deploys_through_the_api_and_a_rerun_with_its_token_deploys_noth
     assert result["status"] == "SUCCEEDED"
     assert result["deploymentId"] == "api-cli-via-api-1"
     assert result["specCommit"] == HEAD
+    # AND, as CI would, it sent a GitHub OIDC token (the sandbox's issuer minted it): the requester is verified
+    assert result["requestedBy"] == "github:octo-dev"
     assert again.returncode == 0, again.stderr
     assert "already started by this client token" in again.stderr
     assert json.loads(again.stdout)["executionArn"] == result["executionArn"]

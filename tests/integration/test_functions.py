@@ -156,3 +156,37 @@ def test_record_outcome_records_a_rejected_input(deployments: Deployments) -> No
 def test_sample_deployment_event_is_a_valid_deployment_event() -> None:
     event = DeploymentEvent.model_validate(load_event("deployment.json"))
     assert event.deployment.environment == "dev"
+
+
+def test_a_reused_execution_name_never_finds_the_earlier_approval(
+    deployments: Deployments, context: dict[str, Any]
+) -> None:
+    # GIVEN an execution of a deployment needing one approval, whose approval was opened and approved
+    approvers = [{"slackUserId": "U0AAA", "name": "a"}]
+    deployments.spec(
+        "dev-int-reuse",
+        policy={"approvals": {"required": 1, "approvers": approvers, "channel": "C0DEPLOY"}, "lockLeaseMinutes": 240},
+    )
+    earlier = copy.deepcopy(context)
+    earlier.update(
+        environment="dev-int-reuse", deploymentId="dev-int-reuse-1", executionStartedAt="2026-01-05T09:00:00Z"
+    )
+    earlier["specVersion"] = client.push_spec(deployments.stack, deployments.spec_dir, "dev-int-reuse")
+    earlier["policy"]["approvalsRequired"] = 1
+    plan = {"add": 1, "change": 0, "unchanged": 0, "hash": "sha256:" + "ab" * 32, "summary": "Plan: 1 to add."}
+    opened = invoke(deployments, "approval-request", {"deployment": earlier, "plan": plan, "taskToken": "token-1"})
+    assert opened.error is None, opened.payload
+    first = deployments.stack.approvals.get(opened.payload["approvalId"])
+    assert first is not None
+    assert deployments.click(first, "U0AAA")["outcome"] == "approved"
+    # WHEN a later execution of the same name (same deployment id, started later) reaches VerifyPlan
+    later = {**earlier, "executionStartedAt": "2026-04-06T09:00:00Z"}
+    claimed = {"decision": "approved", "approvalId": first.approval_id, "planHash": plan["hash"], "approvers": []}
+    verified = invoke(deployments, "verify-plan", {"deployment": later, "approval": claimed})
+    # THEN the earlier approval does not count for it: it opened none
+    assert verified.error_type == "ApprovalNotFound", verified.payload
+    # AND asking for approval opens a new one, with a new id, pending
+    reopened = invoke(deployments, "approval-request", {"deployment": later, "plan": plan, "taskToken": "token-2"})
+    assert reopened.error is None, reopened.payload
+    assert reopened.payload["approvalId"] != first.approval_id
+    assert reopened.payload["status"] == "PENDING"

@@ -18,6 +18,7 @@ from deployer.approvals import (
     Vote,
     deliver_decision,
     evaluate_click,
+    integrity_problems,
     new_approval_id,
 )
 from deployer.errors import TransientAwsError
@@ -215,6 +216,59 @@ def test_the_replay_guard_sees_a_key_once_until_it_expires(store: ApprovalStore,
     item = table.get_item(Key={"pk": "SLACKREQ#abc", "sk": "SEEN"})["Item"]
     assert int(item["expiresAt"]) == int(NOW.timestamp()) + 601 + 600
     assert store.first_sighting("other", NOW, 600) is True
+
+
+def test_an_execution_opens_one_approval_and_a_reused_name_gets_a_new_one(store: ApprovalStore) -> None:
+    # GIVEN an execution that opened its approval, retried (the same execution asks again)
+    first = store.open(prod_approval(approval_id=new_approval_id()), "arn:exec:prod-1@2026-11-26T09:00:00Z")
+    retried = store.open(prod_approval(approval_id=new_approval_id()), "arn:exec:prod-1@2026-11-26T09:00:00Z")
+    # THEN the retry gets the approval already bound
+    assert retried.approval_id == first.approval_id
+    assert store.for_execution("arn:exec:prod-1@2026-11-26T09:00:00Z") == first
+    # AND an execution of the same name started later finds none of it
+    assert store.for_execution("arn:exec:prod-1@2027-03-01T09:00:00Z") is None
+
+
+# ---------------------------------------------------------------- integrity_problems
+
+
+def test_an_approved_approval_with_its_quorum_backs_the_tasks_word() -> None:
+    approval = prod_approval(status="APPROVED")
+    claimed = {"approvalId": approval.approval_id, "planHash": approval.plan_hash}
+    assert integrity_problems(approval, approval.execution_arn, claimed, [vote(SENIOR_1), vote(SENIOR_2)]) == []
+
+
+def test_a_bare_task_success_is_named_for_everything_it_lacks() -> None:
+    # GIVEN an approval still PENDING with no votes, and a task output that only names the plan
+    approval = prod_approval()
+    problems = integrity_problems(approval, approval.execution_arn, {"planHash": approval.plan_hash}, [])
+    # THEN each gap is named
+    assert problems == [
+        "approval apv-fedcba9876543210 is PENDING, not APPROVED",
+        "the task reported approval None, not apv-fedcba9876543210",
+        "the recorded votes are 0 of 2 approvals: no quorum",
+    ]
+
+
+def test_votes_of_outsiders_or_the_requester_make_no_quorum() -> None:
+    # GIVEN an APPROVED approval whose only recorded votes are an outsider's and the requester's
+    approval = prod_approval(status="APPROVED")
+    outsider = {"slackUserId": "U0OUTSIDER", "name": "outsider"}
+    claimed = {"approvalId": approval.approval_id, "planHash": approval.plan_hash}
+    problems = integrity_problems(
+        approval, approval.execution_arn, claimed, [vote(outsider), vote(ALICE), vote(SENIOR_1)]
+    )
+    assert problems == ["the recorded votes are 1 of 2 approvals: no quorum"]
+
+
+def test_another_executions_approval_or_plan_is_named() -> None:
+    approval = prod_approval(status="APPROVED")
+    claimed = {"approvalId": approval.approval_id, "planHash": "sha256:other"}
+    problems = integrity_problems(approval, "arn:other-execution", claimed, [vote(SENIOR_1), vote(SENIOR_2)])
+    assert problems == [
+        f"approval apv-fedcba9876543210 belongs to execution {approval.execution_arn}",
+        f"the task reported plan sha256:other, the approvers approved {approval.plan_hash}",
+    ]
 
 
 # ---------------------------------------------------------------- evaluate_click

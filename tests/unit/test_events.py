@@ -10,7 +10,7 @@ import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
 
-from deployer.approval_steps import approval_id_for, request_approval
+from deployer.approval_steps import request_approval
 from deployer.errors import EventPublishFailed, TransientAwsError
 from deployer.events import APPROVAL_REQUESTED, SOURCE, publish
 from tests.unit.test_notifications import BUS, PLAN, SIT_ARN, SIT_ID, World, build_world
@@ -119,7 +119,7 @@ def test_opening_an_approval_publishes_approval_requested_once(world: World) -> 
         "executionArn": SIT_ARN,
         "environment": "sit",
         "specVersion": world.versions["sit"],
-        "approvalId": approval_id_for(SIT_ID),
+        "approvalId": world.record(SIT_ID)["approvalId"],
         "required": 1,
         "approvers": ["sit-lead", "release-manager"],
         "planSummary": "Plan: 1 to add, 1 to change, 0 unchanged.",

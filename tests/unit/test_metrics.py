@@ -20,11 +20,12 @@ import time_machine
 import yaml
 
 from deployer import observability
-from deployer.approval_steps import approval_id_for, approval_wait_elapsed
+from deployer.approval_steps import approval_wait_elapsed
 from deployer.approvals import ApprovalStore
 from deployer.checks import CheckResult
 from deployer.errors import ApprovalExpired, ValidationFailed
 from deployer.interactions import InteractionContext, slack_interaction
+from deployer.models import DeploymentContext
 from deployer.observability import logger, metrics, step_handler
 from deployer.pipeline import record_outcome, validate
 from deployer.resources import WaitConfig
@@ -293,13 +294,12 @@ def test_an_expired_approval_reports_its_whole_wait(tooling: Tooling, capsys: py
     # GIVEN a PROD approval opened at 09:00 that expires at 13:00, with no message to update
     context = deployment("prod", deploymentId="prod-20261126T090000Z-0a1b2c3d")
     approval = prod_approval(
-        approval_id=approval_id_for(context["deploymentId"]),
         deployment_id=context["deploymentId"],
         created_at=STARTED,
         expires_at=STARTED + timedelta(hours=4),
         message_ts=None,
     )
-    tooling.approvals.create(approval)
+    tooling.approvals.open(approval, DeploymentContext.model_validate(context).execution_key())
     # WHEN the wait elapses a minute past the deadline
     with (
         time_machine.travel(STARTED + timedelta(hours=4, minutes=1), tick=False),

@@ -9,14 +9,13 @@ while no token was live is delivered as soon as the next token is registered.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from datetime import datetime, timedelta
 from typing import Any
 
 from deployer import clock
-from deployer.approvals import Approval, ApprovalStore, deliver_decision
-from deployer.errors import ApprovalExpired, PlanChangedSinceApproval
+from deployer.approvals import Approval, ApprovalStore, deliver_decision, integrity_problems, new_approval_id
+from deployer.errors import ApprovalExpired, ApprovalForged, ApprovalNotFound, PlanChangedSinceApproval
 from deployer.events import APPROVAL_REQUESTED, publish
 from deployer.models import ApprovalRequestEvent, DeploymentContext, DeploymentEvent, VerifyPlanEvent, parse_event
 from deployer.observability import record_approval_wait
@@ -27,11 +26,6 @@ from deployer.slack import approval_blocks, decided_blocks, execution_console_ur
 from deployer.tooling import Tooling
 
 
-def approval_id_for(deployment_id: str) -> str:
-    """One approval per deployment, derived from it so a retried request finds the same one."""
-    return "apv-" + hashlib.sha256(deployment_id.encode()).hexdigest()[:16]
-
-
 def _title(approval: Approval) -> str:
     return f"Approval needed: {approval.environment} deployment {approval.deployment_id} ({approval.plan_summary})"
 
@@ -40,14 +34,13 @@ def request_approval(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Open the approval and post it to Slack, or register the loop's new task token."""
     request = parse_event(ApprovalRequestEvent, event)
     deployment, store = request.deployment, tooling.approvals
-    approval_id = approval_id_for(deployment.deployment_id)
-    approval = store.get(approval_id)
+    approval = store.for_execution(deployment.execution_key())
     if approval is None:
-        approval = _new_approval(tooling, request, approval_id)
-        store.create(approval)
-        tooling.records.update(deployment.deployment_id, clock.now(), {"approvalId": approval_id})
+        approval = store.open(_new_approval(tooling, request, new_approval_id()), deployment.execution_key())
+        tooling.records.update(deployment.deployment_id, clock.now(), {"approvalId": approval.approval_id})
     else:
-        approval = store.set_token(approval_id, request.task_token)
+        approval = store.set_token(approval.approval_id, request.task_token)
+    approval_id = approval.approval_id
     if approval.message_ts is None:
         blocks = approval_blocks(approval, [], execution_console_url(deployment.execution_arn))
         store.set_message(approval_id, tooling.slack.post(approval.channel, _title(approval), blocks))
@@ -123,10 +116,10 @@ def approval_wait_elapsed(event: dict[str, Any], tooling: Tooling) -> dict[str, 
     """Past the deadline: expire and fail. Before it: remind in the thread and wait again."""
     deployment = parse_event(DeploymentEvent, event).deployment
     store = tooling.approvals
-    approval_id = approval_id_for(deployment.deployment_id)
-    approval = store.get(approval_id)
+    approval = store.for_execution(deployment.execution_key())
     if approval is None:
-        raise ApprovalExpired(f"approval {approval_id} of deployment {deployment.deployment_id} was never opened")
+        raise ApprovalExpired(f"deployment {deployment.deployment_id} never opened an approval")
+    approval_id = approval.approval_id
     now = clock.now()
     if approval.status == "PENDING" and now >= approval.expires_at:
         expired_now = store.decide(approval_id, "EXPIRED", [], now)
@@ -165,9 +158,27 @@ def _next_wait(tooling: Tooling, deployment: DeploymentContext, approval: Approv
 
 
 def verify_plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
-    """Re-plan after approval: a plan that changed since it was approved stops the deployment."""
+    """After approval: the stored approval must back the task's word, then the plan must still be the approved one.
+
+    The task's output is only what someone with the task token sent. The approval this
+    execution opened must be APPROVED, for this execution and plan, by a quorum of recorded
+    votes; otherwise ApprovalNotFound or ApprovalForged, before anything is applied.
+    """
     verify = parse_event(VerifyPlanEvent, event)
-    deployment, approval = verify.deployment, verify.approval
+    deployment, store = verify.deployment, tooling.approvals
+    approval = store.for_execution(deployment.execution_key())
+    if approval is None:
+        raise ApprovalNotFound(
+            f"deployment {deployment.deployment_id} was reported approved, but it never opened an approval; "
+            "nothing was changed"
+        )
+    claimed = verify.approval.model_dump(by_alias=True)
+    problems = integrity_problems(approval, deployment.execution_arn, claimed, store.votes(approval.approval_id))
+    if problems:
+        raise ApprovalForged(
+            f"deployment {deployment.deployment_id} was reported approved, but {'; '.join(problems)}; "
+            "nothing was changed"
+        )
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     current = plan_environment(target, spec)

@@ -7,6 +7,8 @@ Single-table layout in the records table (pk, sk):
   put is all it takes to count each user once.
 - ``APPROVAL#<id>`` / ``REFUSED#<at>#<slackUserId>``: a click that was not allowed to vote.
 - ``SLACKREQ#<sha256 of the signature>`` / ``SEEN``: the replay guard for Slack requests.
+- ``EXECUTION#<execution ARN>@<start time>`` / ``APPROVAL``: which approval an execution opened. Ids
+  are random, so a deployment whose name was used before never finds that one's approval.
 
 The task token is stored here and only here: it never leaves AWS (a Slack button carries
 the approval id). Lists and maps are stored as JSON strings, as in ``records``, so numbers
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -247,6 +249,30 @@ class ApprovalStore:
         """Store a new approval; a retried call for the same id keeps the first one."""
         _conditional(self.table.put_item, Item=approval.to_item(), ConditionExpression="attribute_not_exists(pk)")
 
+    def open(self, approval: Approval, execution_key: str) -> Approval:
+        """Bind a new approval to the execution and store it; a retried call gets the one already bound."""
+        pointer = {"pk": f"EXECUTION#{execution_key}", "sk": "APPROVAL", "approvalId": approval.approval_id}
+        if not _conditional(self.table.put_item, Item=pointer, ConditionExpression="attribute_not_exists(pk)"):
+            bound = self._bound_id(execution_key)
+            assert bound is not None  # the condition failed because it exists
+            approval = replace(approval, approval_id=bound)
+        self.create(approval)
+        stored = self.get(approval.approval_id)
+        assert stored is not None
+        return stored
+
+    def for_execution(self, execution_key: str) -> Approval | None:
+        """The approval this execution opened, if any."""
+        bound = self._bound_id(execution_key)
+        return self.get(bound) if bound else None
+
+    def _bound_id(self, execution_key: str) -> str | None:
+        with transient_errors():
+            item = self.table.get_item(
+                Key={"pk": f"EXECUTION#{execution_key}", "sk": "APPROVAL"}, ConsistentRead=True
+            ).get("Item")
+        return str(item["approvalId"]) if item else None
+
     def get(self, approval_id: str) -> Approval | None:
         with transient_errors():
             item = self.table.get_item(Key=_key(approval_id), ConsistentRead=True).get("Item")
@@ -408,6 +434,31 @@ def evaluate_click(  # noqa: PLR0911 - one return per outcome, checked in a fixe
     if all(q.met for q in quorums):
         return ClickResult("approved", f"Approved ({tally(quorums, 'approvals')}); the deployment continues.", vote)
     return ClickResult("recorded", f"Your approval is recorded: {tally(quorums, 'approvals')}.", vote)
+
+
+def integrity_problems(approval: Approval, execution_arn: str, claimed: dict[str, Any], votes: list[Vote]) -> list[str]:
+    """Why the stored approval does not back what the task said: empty when it does.
+
+    ``claimed`` is the task's output (approvalId, planHash). The votes counted are the
+    recorded ones of eligible approvers who are not the requester, so a quorum cannot
+    come from anywhere but Slack clicks the interactions endpoint accepted.
+    """
+    found = []
+    if approval.execution_arn != execution_arn:
+        found.append(f"approval {approval.approval_id} belongs to execution {approval.execution_arn}")
+    if approval.status != "APPROVED":
+        found.append(f"approval {approval.approval_id} is {approval.status}, not APPROVED")
+    if claimed.get("approvalId") != approval.approval_id:
+        found.append(f"the task reported approval {claimed.get('approvalId')}, not {approval.approval_id}")
+    if claimed.get("planHash") != approval.plan_hash:
+        found.append(f"the task reported plan {claimed.get('planHash')}, the approvers approved {approval.plan_hash}")
+    eligible = [
+        v for v in votes if (voter := approval.voter(v.user_id)) and not approval.is_requester(v.user_id, voter["name"])
+    ]
+    short = [q for q in approval.quorums(eligible) if not q.met]
+    if short:
+        found.append(f"the recorded votes are {tally(approval.quorums(eligible), 'approvals')}: no quorum")
+    return found
 
 
 def deliver_decision(sfn: Any, approval: Approval, votes: list[Vote]) -> bool:

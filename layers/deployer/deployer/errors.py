@@ -71,6 +71,14 @@ class ApprovalExpired(DeployerError):
     """No quorum of approvers decided before the approval's time ran out."""
 
 
+class ApprovalNotFound(DeployerError):
+    """The execution reached the plan's verification with no approval opened for it."""
+
+
+class ApprovalForged(DeployerError):
+    """The approval the task reported is not what the approvals store holds: no recorded quorum, another plan."""
+
+
 class PlanChangedSinceApproval(DeployerError):
     """The plan computed before applying differs from the plan the approvers approved."""
 

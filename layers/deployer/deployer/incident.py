@@ -54,6 +54,8 @@ NO_CHANGE_ERRORS = frozenset(
         errors.ApprovalRejected,
         errors.ApprovalExpired,
         errors.PlanChangedSinceApproval,
+        errors.ApprovalNotFound,
+        errors.ApprovalForged,
         errors.OutsideDeploymentWindow,
         errors.ScheduleRefused,
         errors.PromotionRequired,

@@ -95,6 +95,8 @@ class StartEvent(Event):
     input: dict[str, Any]
     deployment_id: Annotated[str, Field(min_length=1, max_length=80)]
     execution_arn: str
+    # $$.Execution.StartTime: with the ARN, names this execution even if its name is used again later.
+    execution_started_at: str | None = None
 
 
 class PolicySummary(Event):
@@ -135,6 +137,7 @@ class DeploymentContext(Event):
 
     deployment_id: str
     execution_arn: str
+    execution_started_at: str | None = None
     environment: str
     requested_by: str
     # Who requested it, verified or claimed (requested_by is its name).
@@ -151,6 +154,10 @@ class DeploymentContext(Event):
     rollback_to: str | None = None
     # What the Provision and Validate maps fan out over, region by region.
     work: list[RegionWork] = []
+
+    def execution_key(self) -> str:
+        """This execution and no other: its ARN and start time (an execution name may be used again)."""
+        return f"{self.execution_arn}@{self.execution_started_at or '-'}"
 
     def who_requested(self) -> Requester:
         """The requester; a context made before requesters were kept has only the claimed name."""
@@ -186,13 +193,14 @@ class ApprovalRequestEvent(Event):
 
 
 class ApprovedEvent(Event):
-    """``$.approval``: what the approvals handler sent with SendTaskSuccess."""
+    """``$.approval``: what the task's SendTaskSuccess said. Anyone holding the token can send it,
+    so VerifyPlan trusts none of it without the approvals store agreeing."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-    decision: Literal["approved"]
-    approval_id: str
-    plan_hash: str
-    approvers: list[dict[str, Any]]
+    decision: str | None = None
+    approval_id: str | None = None
+    plan_hash: str | None = None
+    approvers: list[dict[str, Any]] = []
 
 
 class VerifyPlanEvent(Event):

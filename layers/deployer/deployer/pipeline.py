@@ -79,6 +79,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     context = DeploymentContext(
         deployment_id=start_event.deployment_id,
         execution_arn=start_event.execution_arn,
+        execution_started_at=start_event.execution_started_at,
         environment=request.environment,
         requested_by=requester.name,
         requester=requester,
