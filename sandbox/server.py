@@ -131,6 +131,8 @@ class Sandbox:
     # sandbox made itself is removed on stop; one passed in is kept.
     log_dir: Path | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    # The template's resources the sandbox accepted but does not install (WAF), each with why.
+    not_installed: dict[str, str] = field(default_factory=dict)
     deployment_roles: dict[str, str] = field(default_factory=dict)
     runtime: LambdaRuntime | None = None
     # Game-day faults (`deployer run --inject`), off until injected.
@@ -333,6 +335,7 @@ class Sandbox:
             },
         )
         self.outputs = installer.install()
+        self.not_installed = installer.skipped
         specs = SpecStore(self.client("s3"), self.outputs["SpecsBucketName"])
         for path in sorted((self.repo / "environments").glob("*.yaml")):
             specs.put(path.stem, path.read_text())

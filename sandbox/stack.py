@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import re
 import secrets
 import zipfile
@@ -36,6 +37,14 @@ from sandbox.sam_roles import FUNCTION, STATE_MACHINE, execution_role, role_logi
 from sandbox.template import Resolver, TemplateError, cfn_string, dependency_order, depends_on, load_template
 
 INSTALLED_PARAMETER = "/{stack}/sandbox-installed"
+# Resource types the sandbox accepts and does not install, and why: the stack installs as it deploys,
+# and what is missing is said, not silently dropped.
+NOT_EMULATED = {
+    "AWS::WAFv2::WebACL": "moto does not emulate WAF; the sandbox's API is not rate-limited by it",
+    "AWS::WAFv2::WebACLAssociation": "moto does not emulate WAF; nothing is associated with the API stage",
+    "AWS::WAFv2::LoggingConfiguration": "moto does not emulate WAF; no WAF logs are written",
+}
+logger = logging.getLogger(__name__)
 # What SAM's EventBridgeRule event takes; anything else is refused rather than ignored.
 EVENTBRIDGE_RULE_PROPERTIES = {
     "EventBusName",
@@ -138,6 +147,9 @@ class StackInstaller:
     output_overrides: dict[str, str] = field(default_factory=dict)
     # Logical ids in the order they were installed (SAM function events as <Function><Event>).
     installed: list[str] = field(default_factory=list)
+    # Resources accepted but not installed (NOT_EMULATED), each with why.
+    skipped: dict[str, str] = field(default_factory=dict)
+    _types: dict[str, str] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
         return self.session.client(service, endpoint_url=self.endpoint, region_name=self.region)  # type: ignore[call-overload]
@@ -165,8 +177,10 @@ class StackInstaller:
             "AWS::Events::EventBus": self._event_bus,
             "AWS::Serverless::Function": self._function,
             "AWS::Serverless::StateMachine": self._state_machine,
+            **dict.fromkeys(NOT_EMULATED, self._not_emulated),
         }
         resources = template["Resources"]
+        self._types = {lid: r["Type"] for lid, r in resources.items()}
         # Every type must be known, also of resources a condition leaves out today.
         unknown = sorted({r["Type"] for r in resources.values()} - set(installers))
         if unknown:
@@ -221,6 +235,12 @@ class StackInstaller:
                 event_step = functools.partial(self._function_event, logical_id, event_id, event, resolver)
                 steps[f"{logical_id}{event_id}"] = (needs(logical_id, event, {}) | {logical_id}, event_step)
         return steps
+
+    def _not_emulated(self, logical_id: str, _: dict[str, Any], __: Resolver, ___: dict[str, Any]) -> None:
+        # Accepted, so the template installs as it deploys; said aloud, so nobody takes the sandbox for WAF.
+        kind = self._types[logical_id]
+        self.skipped[logical_id] = f"{kind}: {NOT_EMULATED[kind]}"
+        logger.warning("sandbox: %s (%s) is not installed: %s", logical_id, kind, NOT_EMULATED[kind])
 
     def _name(self, logical_id: str) -> str:
         return f"{self.stack_name}-{logical_id}"

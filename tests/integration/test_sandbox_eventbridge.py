@@ -642,6 +642,16 @@ def test_the_templates_monitoring_resources_are_installed(sandbox: Sandbox) -> N
     assert [p["PolicyName"] for p in attached] == ["AmazonAPIGatewayPushToCloudWatchLogs"]
 
 
+def test_the_waf_resources_are_accepted_and_said_not_installed(sandbox: Sandbox) -> None:
+    # GIVEN the template's WAF web ACL, its association with the API stage and its logging (moto has no WAF)
+    # THEN the stack installs, and the sandbox says which resources it left out and why
+    assert set(sandbox.not_installed) == {"ApiWebAcl", "ApiWebAclAssociation", "ApiWebAclLogging"}
+    assert all("moto does not emulate WAF" in why for why in sandbox.not_installed.values())
+    # AND the rest of what they refer to is there (the WAF log group)
+    groups = sandbox.client("logs").describe_log_groups(logGroupNamePrefix="aws-waf-logs-")["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [f"aws-waf-logs-{sandbox.stack_name}-api"]
+
+
 def test_conditions_decide_what_is_installed(sandbox: Sandbox) -> None:
     # GIVEN the sandbox's stack: GitHubRepository set (HasCiRole), no AlarmEmail (HasAlarmEmail false)
     iam, sns = sandbox.client("iam"), sandbox.client("sns")
