@@ -325,13 +325,10 @@ class Sandbox:
                 "GitHubOidcAudience": self.oidc.audience,
             },
             secret_values={
-                "SlackSecret": json.dumps(
-                    {
-                        "botToken": self.slack.bot_token,
-                        "signingSecret": self.slack_signing_secret,
-                        "teamId": self.slack.team_id,
-                    }
-                )
+                "SlackBotSecret": json.dumps({"botToken": self.slack.bot_token}),
+                "SlackSigningSecret": json.dumps(
+                    {"signingSecret": self.slack_signing_secret, "teamId": self.slack.team_id}
+                ),
             },
         )
         self.outputs = installer.install()

@@ -175,6 +175,7 @@ class StackInstaller:
             "AWS::IAM::Role": self._iam_role,
             "AWS::IAM::OIDCProvider": self._oidc_provider,
             "AWS::Events::EventBus": self._event_bus,
+            "AWS::Events::EventBusPolicy": self._event_bus_policy,
             "AWS::Serverless::Function": self._function,
             "AWS::Serverless::StateMachine": self._state_machine,
             **dict.fromkeys(NOT_EMULATED, self._not_emulated),
@@ -213,9 +214,11 @@ class StackInstaller:
         """What to install, each with the logical ids it needs first."""
         included = {lid: r for lid, r in resources.items() if resolver.included(r)}
         steps: dict[str, tuple[set[str], Callable[[], None]]] = {}
+        # The roles SAM makes (<Function>Role) are made with their function or state machine.
+        implicit = {role_logical_id(lid): lid for lid, r in included.items() if r["Type"] in (FUNCTION, STATE_MACHINE)}
 
         def needs(logical_id: str, value: Any, resource: dict[str, Any]) -> set[str]:
-            names = resolver.dependencies(value) | depends_on(resource)
+            names = {implicit.get(n, n) for n in resolver.dependencies(value) | depends_on(resource)}
             excluded = sorted(n for n in names if n in resources and n not in included)
             if excluded:
                 # CloudFormation refuses such a template: "Unresolved resource dependencies".
@@ -562,6 +565,13 @@ class StackInstaller:
         resolver.refs[logical_id] = name
         resolver.attributes[(logical_id, "Arn")] = arn
         resolver.attributes[(logical_id, "Name")] = name
+
+    def _event_bus_policy(self, _: str, props: dict[str, Any], resolver: Resolver, __: dict[str, Any]) -> None:
+        # Stored on the bus as PutPermission does; the sandbox evaluates no resource policy (see iam.py).
+        p = resolver.resolve(props)
+        statement = {"Sid": p["StatementId"], **p["Statement"]}
+        policy = {"Version": "2012-10-17", "Statement": [statement]}
+        self.client("events").put_permission(EventBusName=p["EventBusName"], Policy=json.dumps(policy))
 
     def _execution_role(
         self, logical_id: str, resource: dict[str, Any], resolver: Resolver, globals_: dict[str, Any]

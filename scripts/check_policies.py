@@ -292,6 +292,9 @@ def physical_values(  # noqa: PLR0911, PLR0912 - one case per resource type
             return name, {"Arn": arn("events", f"event-bus/{name}"), "Name": name}
         case "AWS::CloudWatch::Alarm":
             return name, {"Arn": arn("cloudwatch", f"alarm:{name}")}
+        case "AWS::WAFv2::WebACL":
+            acl = arn("wafv2", f"regional/webacl/{name}/{_api_id(name)}")
+            return f"{name}|{_api_id(name)}|REGIONAL", {"Arn": acl, "Id": _api_id(name)}
         case (
             "AWS::CloudWatch::Dashboard"
             | "AWS::ApiGateway::Account"
@@ -300,6 +303,9 @@ def physical_values(  # noqa: PLR0911, PLR0912 - one case per resource type
             | "AWS::SNS::TopicPolicy"
             | "AWS::SecretsManager::ResourcePolicy"
             | "AWS::IAM::Policy"
+            | "AWS::Events::EventBusPolicy"
+            | "AWS::WAFv2::WebACLAssociation"
+            | "AWS::WAFv2::LoggingConfiguration"
         ):
             return name, {}
     raise TemplateError(f"{logical_id}: no plausible values for {kind}; add the type to physical_values")

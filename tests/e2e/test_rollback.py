@@ -83,6 +83,26 @@ def test_writes_failing_roll_back_and_keep_every_item_and_version(
     assert "Rollback actions" in record["report"]
 
 
+def test_rollback_keeps_a_public_access_block_the_deployment_added(deployments: Deployments, fault: Any) -> None:
+    # GIVEN a deployed environment holding data, whose bucket's public access block was then removed by hand
+    seeded = seeded_environment(deployments, "dev-e2e-keepsafe")
+    s3 = deployments.target_client("s3")
+    s3.delete_public_access_block(Bucket=seeded["bucket"])
+    # WHEN the repair deployment puts the block back, then fails and is rolled back
+    fault("validation-writes-fail")
+    result = deployments.run("dev-e2e-keepsafe")
+    # THEN the rollback keeps the block the deployment added, says so, and its validation passes
+    assert result["status"] == "ROLLED_BACK", result
+    restored = next(a for a in result["rollback"]["actions"] if a["action"] == "restore-bucket")
+    assert restored["status"] == "skipped"  # the block was the only change, and it is kept
+    assert restored["kept"] == ["publicAccessBlock"]
+    assert "a rollback never weakens security" in restored["detail"]
+    block = s3.get_public_access_block(Bucket=seeded["bucket"])["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    assert all(c["passed"] for c in result["rollback"]["validation"])
+    assert_seeded_data_intact(deployments, seeded)
+
+
 def test_security_exposure_rolls_back_and_removes_only_what_holds_no_data(deployments: Deployments, fault: Any) -> None:
     # GIVEN a seeded environment that gains a new bucket, whose public access block does not stick
     seeded = seeded_environment(deployments, "dev-e2e-exposed")

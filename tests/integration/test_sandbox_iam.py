@@ -93,31 +93,43 @@ def test_notifys_role_cannot_start_an_execution(sandbox: Sandbox, function_role:
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == before
 
 
-def test_only_the_functions_that_talk_to_slack_can_read_its_secret(sandbox: Sandbox, function_role: Session) -> None:
+def readers_of(sandbox: Sandbox, function_role: Session, secret: str) -> set[str]:
+    """The functions whose roles can read ``secret``; every other one is refused AccessDeniedException."""
     functions = [
         logical_id
         for logical_id, resource in load_template(REPO / "template.yaml")["Resources"].items()
         if resource["Type"] == "AWS::Serverless::Function"
     ]
-    secret = sandbox.outputs["SlackSecretArn"]
     readers, refused = set(), set()
     for logical_id in functions:
         secrets = client(sandbox, function_role(logical_id), "secretsmanager")
         try:
-            value = json.loads(secrets.get_secret_value(SecretId=secret)["SecretString"])
+            secrets.get_secret_value(SecretId=secret)
         except ClientError as exc:
             refused.add((logical_id, exc.response["Error"]["Code"]))
             continue
-        assert value["signingSecret"] == sandbox.slack_signing_secret
         readers.add(logical_id)
     assert {code for _, code in refused} == {"AccessDeniedException"}
     assert len(readers) + len(refused) == len(functions) == 20
-    assert readers == {
+    return readers
+
+
+def test_only_the_functions_that_post_to_slack_can_read_the_bot_token(sandbox: Sandbox, function_role: Session) -> None:
+    assert readers_of(sandbox, function_role, sandbox.outputs["SlackBotSecretArn"]) == {
         "ApprovalRequestFunction",
         "ApprovalTimeoutFunction",
         "SlackInteractionsFunction",
         "NotifyFunction",
     }
+
+
+def test_only_the_interactions_endpoint_can_read_the_signing_secret(sandbox: Sandbox, function_role: Session) -> None:
+    # Notify, which posts to Slack, cannot read what signs Slack's requests (nor can any other function)
+    secret = sandbox.outputs["SlackSigningSecretArn"]
+    assert readers_of(sandbox, function_role, secret) == {"SlackInteractionsFunction"}
+    interactions = client(sandbox, function_role("SlackInteractionsFunction"), "secretsmanager")
+    value = json.loads(interactions.get_secret_value(SecretId=secret)["SecretString"])
+    assert value == {"signingSecret": sandbox.slack_signing_secret, "teamId": sandbox.slack.team_id}
 
 
 @pytest.fixture(scope="module")

@@ -35,3 +35,24 @@ def test_the_web_acl_guards_the_api_stage_and_logs_without_credentials() -> None
     redacted = {f["SingleHeader"]["Name"] for f in logging["RedactedFields"]}
     assert redacted == {"authorization", "x-github-oidc-token"}
     assert found["ApiWebAclLogs"]["Properties"]["LogGroupName"]["Fn::Sub"].startswith("aws-waf-logs-")
+
+
+def test_only_the_deployers_roles_may_put_its_events_on_its_bus() -> None:
+    found = resources()
+    policy = found["DeploymentBusPolicy"]["Properties"]
+    statement = policy["Statement"]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "events:PutEvents")
+    assert statement["Condition"]["StringEquals"] == {"events:source": "bbws.deployer"}
+    allowed = statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    assert allowed == [
+        {"Fn::GetAtt": ["DeploymentStateMachineRole", "Arn"]},
+        {"Fn::GetAtt": ["ApprovalRequestFunctionRole", "Arn"]},
+    ]
+    # AND those are the only roles whose policies put events on the bus
+    putters = {
+        logical_id
+        for logical_id, resource in found.items()
+        for policy in resource.get("Properties", {}).get("Policies", [])
+        if "EventBridgePutEventsPolicy" in str(policy) or "events:PutEvents" in str(policy)
+    }
+    assert putters == {"DeploymentStateMachine", "ApprovalRequestFunction"}

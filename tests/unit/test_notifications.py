@@ -534,14 +534,14 @@ def build_world(monkeypatch: pytest.MonkeyPatch, web_client: bool = True) -> Wor
         specs_bucket=SPECS_BUCKET,
         event_bus=BUS,
         wait=WaitConfig(delay_seconds=0, max_attempts=1),
-        slack_secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:bbws-deployer-slack",
+        slack_bot_secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:bbws-deployer-slack-bot",
     )
     versions = {
         env: tooling.specs.put(env, (ROOT / "environments" / f"{env}.yaml").read_text())
         for env in ("dev", "sit", "prod")
     }
     versions["test"] = tooling.specs.put("test", yaml.safe_dump(BASE_SPEC))
-    monkeypatch.setattr(Tooling, "slack_secret", lambda self: dict(SLACK_SECRET))
+    monkeypatch.setattr(Tooling, "slack_bot_token", lambda self: SLACK_SECRET["botToken"])
     world = World(tooling=tooling, s3=s3, sqs=sqs, queue_url=queue_url, versions=versions)
     if web_client:
         RecordingWebClient.world = world

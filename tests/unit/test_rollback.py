@@ -173,6 +173,36 @@ def replicated_spec(spec_data: dict[str, Any], build_spec: SpecBuilder) -> Envir
     return build_spec(data)
 
 
+def test_a_rollback_restores_a_weaker_prior_protection_only_where_the_deployment_did_not_add_it(
+    spec_data: dict[str, Any], build_spec: SpecBuilder
+) -> None:
+    # GIVEN a bucket that blocked public ACLs before; the deployment blocked everything and added encryption
+    prior = {
+        "versioning": "Enabled",
+        "publicAccessBlock": {
+            "blockPublicAcls": True,
+            "ignorePublicAcls": False,
+            "blockPublicPolicy": False,
+            "restrictPublicBuckets": False,
+        },
+        "encryption": None,
+        "tags": {},
+    }
+    # WHEN its rollback is planned
+    (action,) = plan_rollback({_key("bucket", BUCKET): prior}, build_spec(spec_data))
+    # THEN every block stays on and the encryption stays, reported as kept; nothing asks to turn them off
+    assert action.kept == ["publicAccessBlock", "encryption"]
+    pab = next(c for c in action.changes if c["field"] == "publicAccessBlock")
+    assert all(pab["to"].values())
+    assert not [c for c in action.changes if c["field"] == "encryption"]
+    # AND a table whose PITR the spec does not manage gets its prior PITR back
+    data = copy.deepcopy(spec_data)
+    data["resources"]["tables"][0]["pointInTimeRecovery"] = False
+    (table,) = plan_rollback({_key("table", TABLE): {"pointInTimeRecovery": True, "tags": {}}}, build_spec(data))
+    assert table.kept == []
+    assert {"field": "pointInTimeRecovery", "from": None, "to": True} in table.changes
+
+
 def test_created_table_is_backed_up_before_removal(two_of_each: EnvironmentSpec) -> None:
     # GIVEN a table the deployment created WHEN planned THEN a backup comes before the removal
     actions = plan_rollback({_key("table", NEW_TABLE): None}, two_of_each)
@@ -187,23 +217,31 @@ def test_changed_resources_are_restored_and_no_data_is_lost(
 ) -> None:
     # WHEN the deployment is rolled back
     actions = _rollback(target, deployed)
-    # THEN the bucket's managed settings are back: versioning Suspended (S3 cannot disable it), no PAB,
-    # our tag keys removed or back to their old values, tags we do not manage kept
+    # THEN the bucket's managed settings are back: versioning Suspended (S3 cannot disable it), the prior KMS
+    # key, our tag keys removed or back to their old values, tags we do not manage kept
     bucket = read_bucket(s3, BUCKET, ACCOUNT)
     prior_bucket = deployed.prior[_key("bucket", BUCKET)]
     assert bucket is not None
     assert prior_bucket is not None
     assert bucket["versioning"] == "Suspended"
-    assert bucket["publicAccessBlock"] == prior_bucket["publicAccessBlock"]
     assert bucket["encryption"] == {"algorithm": "aws:kms", "kmsKeyId": OLD_KEY, "bucketKeyEnabled": True}
     assert bucket["tags"] == FOREIGN_TAGS
+    # BUT the public access block the deployment turned on stays on: a rollback never weakens security
+    assert not any(prior_bucket["publicAccessBlock"].values())
+    assert all(bucket["publicAccessBlock"].values())
     (restore_bucket,) = _by(actions, "bucket", BUCKET)
     assert restore_bucket.status == "done"
     assert "Suspended" in restore_bucket.detail
-    # AND the table's TTL and PITR are off again and its tags as before
+    assert restore_bucket.kept == ["publicAccessBlock"]
+    assert "kept publicAccessBlock as the deployment set it: a rollback never weakens security" in (
+        restore_bucket.detail
+    )
+    # AND the table's TTL is off again and its tags as before, while the PITR the deployment turned on stays on
     table = read_table(ddb, TABLE)
     assert table is not None
-    assert (table["ttlAttribute"], table["pointInTimeRecovery"], table["tags"]) == (None, False, FOREIGN_TAGS)
+    assert (table["ttlAttribute"], table["pointInTimeRecovery"], table["tags"]) == (None, True, FOREIGN_TAGS)
+    (restore_table,) = _by(actions, "table", TABLE)
+    assert restore_table.kept == ["pointInTimeRecovery"]
     # AND every object version and item is still there
     assert _versions(s3, BUCKET) == deployed.versions
     assert [i["SiteId"]["S"] for i in _items(ddb, TABLE)] == ["s1", "s2", "s3"]
@@ -484,11 +522,9 @@ def test_counts_before_and_after_are_equal(target: TargetSession, deployed: Depl
 def test_validation_fails_for_an_unrestored_field_and_a_missing_item(
     target: TargetSession, deployed: Deployed, ddb: Any, s3: Any
 ) -> None:
-    # GIVEN a rollback after which PITR is switched on again, an item is lost and an object deleted
+    # GIVEN a rollback after which TTL is switched on again, an item is lost and an object deleted
     _rollback(target, deployed)
-    ddb.update_continuous_backups(
-        TableName=TABLE, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
-    )
+    ddb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "TTL"})
     ddb.delete_item(TableName=TABLE, Key={"SiteId": {"S": "s2"}})
     key, version = deployed.versions[0]
     s3.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
@@ -497,7 +533,7 @@ def test_validation_fails_for_an_unrestored_field_and_a_missing_item(
     # THEN the restore, item-count and object-count checks fail, naming what differs
     restored = _check(results, "rollback.restored", TABLE)
     assert not restored.passed
-    assert "pointInTimeRecovery is True, expected False" in restored.detail
+    assert "ttlAttribute is 'TTL', expected None" in restored.detail
     items = _check(results, "rollback.item-count", TABLE)
     assert (items.passed, items.detail) == (False, "2 items, but 3 before the deployment: 1 missing")
     objects = _check(results, "rollback.object-count", BUCKET)

@@ -59,6 +59,8 @@ class RollbackAction:
     detail: str
     status: Status = "planned"
     changes: list[dict[str, Any]] = field(default_factory=list)
+    # Protections the failed deployment added that the rollback keeps: it never weakens security.
+    kept: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +76,7 @@ class RollbackAction:
             detail=data.get("detail", ""),
             status=data.get("status", "planned"),
             changes=[dict(c) for c in data.get("changes", [])],
+            kept=list(data.get("kept", [])),
         )
 
 
@@ -108,23 +111,35 @@ def _tag_target(keys: list[str], prior_tags: dict[str, str]) -> dict[str, str | 
     return {k: prior_tags.get(k) for k in keys}
 
 
-def _bucket_targets(spec: EnvironmentSpec, name: str, prior: dict[str, Any]) -> list[dict[str, Any]]:
-    targets = []
+def _bucket_targets(spec: EnvironmentSpec, name: str, prior: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The bucket's fields to restore, and the protections kept instead (never turned off by a rollback)."""
+    targets, kept = [], []
+    bucket = _spec_bucket(spec, name)
     if "versioning" in prior:
         # S3 cannot return a bucket to "Disabled" once versioning was enabled; "Suspended" is the closest.
         targets.append(_target("versioning", "Enabled" if prior["versioning"] == "Enabled" else "Suspended"))
     if "publicAccessBlock" in prior:
-        targets.append(_target("publicAccessBlock", prior["publicAccessBlock"]))
+        before = dict(prior["publicAccessBlock"] or {})
+        added = bucket.public_access_block.model_dump(by_alias=True) if bucket else {}
+        # A block the deployment turned on stays on; one it turned off comes back.
+        target = {k: bool(before.get(k)) or bool(added.get(k)) for k in {*before, *added}}
+        if target != before:
+            kept.append("publicAccessBlock")
+        targets.append(_target("publicAccessBlock", target))
     if "encryption" in prior:
-        targets.append(_target("encryption", prior["encryption"]))
+        if prior["encryption"] is None and bucket is not None:
+            kept.append("encryption")  # default encryption the deployment added stays
+        else:
+            targets.append(_target("encryption", prior["encryption"]))
     if "tags" in prior:
-        keys = _our_tag_keys(spec, _spec_bucket(spec, name), prior["tags"])
+        keys = _our_tag_keys(spec, bucket, prior["tags"])
         targets.append(_target("tags", _tag_target(keys, prior["tags"])))
-    return targets
+    return targets, kept
 
 
-def _table_targets(spec: EnvironmentSpec, name: str, prior: dict[str, Any]) -> list[dict[str, Any]]:
-    targets = []
+def _table_targets(spec: EnvironmentSpec, name: str, prior: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The table's fields to restore, and the protections kept instead (PITR the deployment turned on)."""
+    targets, kept = [], []
     if "billingMode" in prior:
         billing = _target("billingMode", prior["billingMode"])
         if prior.get("provisionedThroughput"):
@@ -133,11 +148,15 @@ def _table_targets(spec: EnvironmentSpec, name: str, prior: dict[str, Any]) -> l
     if "ttlAttribute" in prior:
         targets.append(_target("ttlAttribute", prior["ttlAttribute"]))
     if "pointInTimeRecovery" in prior:
-        targets.append(_target("pointInTimeRecovery", prior["pointInTimeRecovery"]))
+        table = _spec_table(spec, name)
+        if not prior["pointInTimeRecovery"] and table is not None and table.point_in_time_recovery:
+            kept.append("pointInTimeRecovery")
+        else:
+            targets.append(_target("pointInTimeRecovery", prior["pointInTimeRecovery"]))
     if "tags" in prior:
         keys = _our_tag_keys(spec, _spec_table(spec, name), prior["tags"])
         targets.append(_target("tags", _tag_target(keys, prior["tags"])))
-    return targets
+    return targets, kept
 
 
 def _restore_detail(kind: str, prior: dict[str, Any]) -> str:
@@ -152,32 +171,44 @@ def _restore_detail(kind: str, prior: dict[str, Any]) -> str:
     return detail
 
 
-_Planned = tuple[ActionName, str, list[dict[str, Any]]]
+# (action, detail, changes, kept)
+_Planned = tuple[ActionName, str, list[dict[str, Any]], list[str]]
+
+
+def _restore(kind: str, prior: dict[str, Any], targets_and_kept: tuple[list[dict[str, Any]], list[str]]) -> _Planned:
+    targets, kept = targets_and_kept
+    detail = _restore_detail(kind, prior)
+    if kept:
+        detail += f"; kept {', '.join(kept)} as the deployment set it: a rollback never weakens security"
+    action: ActionName = "restore-bucket" if kind == "bucket" else "restore-table"
+    return (action, detail, targets, kept)
 
 
 def _replication_actions(spec: EnvironmentSpec, kind: str, name: str, prior: dict[str, Any] | None) -> list[_Planned]:
     if kind == "bucket-replication":
         if prior is None:
-            return [("remove-replication", "added by this deployment: remove the configuration (no data)", [])]
-        return [("restore-replication", "put the prior configuration back", [_target("replication", prior)])]
+            return [("remove-replication", "added by this deployment: remove the configuration (no data)", [], [])]
+        return [("restore-replication", "put the prior configuration back", [_target("replication", prior)], [])]
     before = {r["region"] for r in (prior or {}).get("replicas", [])}
     table = _spec_table(spec, name)
     added = [r for r in (spec.replica_regions_of(table) if table else []) if r not in before]
     detail = "replica in {} added by this deployment: remove it only if it holds no items"
-    return [("remove-replica", detail.format(r), [_target(f"replica.{r}", None)]) for r in added]
+    return [("remove-replica", detail.format(r), [_target(f"replica.{r}", None)], []) for r in added]
 
 
 def _resource_actions(spec: EnvironmentSpec, kind: str, name: str, prior: dict[str, Any] | None) -> list[_Planned]:
     if kind == "bucket":
         if prior is None:
-            return [("remove-bucket", "created by this deployment: remove it only if it holds no object versions", [])]
-        return [("restore-bucket", _restore_detail(kind, prior), _bucket_targets(spec, name, prior))]
+            return [
+                ("remove-bucket", "created by this deployment: remove it only if it holds no object versions", [], [])
+            ]
+        return [_restore(kind, prior, _bucket_targets(spec, name, prior))]
     if prior is None:
         return [
-            ("backup-table", "on-demand backup before removing the table this deployment created", []),
-            ("remove-table", "created by this deployment: remove it only if it holds no items", []),
+            ("backup-table", "on-demand backup before removing the table this deployment created", [], []),
+            ("remove-table", "created by this deployment: remove it only if it holds no items", [], []),
         ]
-    return [("restore-table", _restore_detail(kind, prior), _table_targets(spec, name, prior))]
+    return [_restore(kind, prior, _table_targets(spec, name, prior))]
 
 
 def _actions_for(spec: EnvironmentSpec, key: str, prior: dict[str, Any] | None) -> list[RollbackAction]:
@@ -189,7 +220,8 @@ def _actions_for(spec: EnvironmentSpec, key: str, prior: dict[str, Any] | None) 
     else:
         raise ValueError(f"prior state key {key}: unknown kind {kind}")
     return [
-        RollbackAction(0, kind, name, region, action, detail, "planned", changes) for action, detail, changes in planned
+        RollbackAction(0, kind, name, region, action, detail, "planned", changes, kept)
+        for action, detail, changes, kept in planned
     ]
 
 
@@ -410,6 +442,14 @@ def _put_bucket_fields(s3: Any, owner: dict[str, str], todo: dict[str, Any], cur
             s3.delete_bucket_tagging(**owner)
 
 
+def _nothing_to_restore(a: RollbackAction) -> str:
+    if not a.kept:
+        return "already as before the deployment"
+    return (
+        f"nothing else to restore; kept {', '.join(a.kept)} as the deployment set it: a rollback never weakens security"
+    )
+
+
 def _restore_bucket(target: TargetSession, a: RollbackAction, _wait: WaitConfig, _now: datetime) -> _Outcome:
     s3 = target.client("s3", a.region)
     current = read_bucket(s3, a.name, target.account)
@@ -418,7 +458,7 @@ def _restore_bucket(target: TargetSession, a: RollbackAction, _wait: WaitConfig,
     changes = _with_from(a.changes, current)
     todo = {t["field"]: t["to"] for t in _mismatches(current, a.changes)}
     if not todo:
-        return _Outcome("skipped", "already as before the deployment", changes=changes)
+        return _Outcome("skipped", _nothing_to_restore(a), changes=changes)
     _put_bucket_fields(s3, {"Bucket": a.name, "ExpectedBucketOwner": target.account}, todo, current)
     return _Outcome("done", a.detail + f"; restored {', '.join(sorted(todo))}", changes=changes)
 
@@ -478,7 +518,7 @@ def _restore_table(target: TargetSession, a: RollbackAction, wait: WaitConfig, _
             del todo["billingMode"]
             notes.append("billingMode left PAY_PER_REQUEST: the prior provisioned capacity is unknown")
     if not todo:
-        return _Outcome("skipped", "; ".join(["already as before the deployment", *notes]), changes=changes)
+        return _Outcome("skipped", "; ".join([_nothing_to_restore(a), *notes]), changes=changes)
     _wait_table(ddb, a.name, wait)
     _put_table_fields(ddb, a.name, todo, current, wait)
     restored = ", ".join(sorted(k for k in todo if k != "capacity"))
@@ -728,7 +768,7 @@ def _restored_bucket(
         if reason:
             return True, f"created by the deployment, {reason}"
         return False, "created by the deployment and still there although empty"
-    return _fields_check(read_bucket(s3, name, target.account), _bucket_targets(spec, name, prior), "bucket")
+    return _fields_check(read_bucket(s3, name, target.account), _bucket_targets(spec, name, prior)[0], "bucket")
 
 
 def _restored_table(
@@ -743,7 +783,7 @@ def _restored_table(
         if reason:
             return True, f"created by the deployment, {reason}"
         return False, "created by the deployment and still there although empty"
-    targets = _table_targets(spec, name, prior)
+    targets, _ = _table_targets(spec, name, prior)
     if prior.get("billingMode") == "PROVISIONED" and not prior.get("provisionedThroughput"):
         # See _restore_table: without the prior capacity, on-demand is kept and reported.
         targets = [t for t in targets if t["field"] != "billingMode"]

@@ -42,7 +42,10 @@ class Tooling:
     specs_bucket: str
     event_bus: str
     wait: WaitConfig
-    slack_secret_arn: str = ""
+    # Two secrets, each read only by the functions that need it: the bot token (every function
+    # that posts to Slack) and the signing secret with the workspace id (the interactions endpoint).
+    slack_bot_secret_arn: str = ""
+    slack_signing_secret_arn: str = ""
     slack_api_url: str = "https://slack.com/api/"
     # Slack's response_url for a click is only ever posted to under this prefix.
     slack_response_url_prefix: str = "https://hooks.slack.com/"
@@ -68,7 +71,8 @@ class Tooling:
                 delay_seconds=float(os.environ.get("WAIT_DELAY_SECONDS", "5")),
                 max_attempts=int(os.environ.get("WAIT_MAX_ATTEMPTS", "60")),
             ),
-            slack_secret_arn=os.environ.get("SLACK_SECRET_ARN", ""),
+            slack_bot_secret_arn=os.environ.get("SLACK_BOT_SECRET_ARN", ""),
+            slack_signing_secret_arn=os.environ.get("SLACK_SIGNING_SECRET_ARN", ""),
             slack_api_url=os.environ.get("SLACK_API_URL", cls.slack_api_url),
             slack_response_url_prefix=os.environ.get("SLACK_RESPONSE_URL_PREFIX", cls.slack_response_url_prefix),
             state_machine_arn=os.environ.get("STATE_MACHINE_ARN", ""),
@@ -145,32 +149,39 @@ class Tooling:
 
         return ApprovalStore(self.records.table)
 
-    def slack_secret(self) -> dict[str, str]:
-        """{"botToken", "signingSecret", "teamId"} from Secrets Manager, cached for five minutes."""
-        from aws_lambda_powertools.utilities import parameters
+    def slack_bot_token(self) -> str:
+        """The Slack bot token, from its secret ({"botToken"}), cached for five minutes."""
+        return _secret(self.slack_bot_secret_arn, ("botToken",))["botToken"]
 
-        secret = parameters.get_secret(self.slack_secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
-        missing = [k for k in ("botToken", "signingSecret", "teamId") if not secret.get(k)]
-        if missing:
-            raise SlackNotConfigured(f"the Slack secret {self.slack_secret_arn} lacks {', '.join(missing)}")
-        return {k: str(secret[k]) for k in ("botToken", "signingSecret", "teamId")}
+    def slack_signing(self) -> dict[str, str]:
+        """{"signingSecret", "teamId"}: how a Slack request is verified, from its secret, cached for five minutes."""
+        return _secret(self.slack_signing_secret_arn, ("signingSecret", "teamId"))
 
     @property
     def slack(self) -> Slack:
         from deployer.slack import Slack
 
-        return Slack(self.slack_secret()["botToken"], self.slack_api_url, self.slack_response_url_prefix)
+        return Slack(self.slack_bot_token(), self.slack_api_url, self.slack_response_url_prefix)
 
     def interaction_context(self) -> InteractionContext:
         from deployer.interactions import InteractionContext
-        from deployer.slack import Slack
 
-        secret = self.slack_secret()
+        signing = self.slack_signing()
         return InteractionContext(
             store=self.approvals,
             sfn=self.sfn,
-            slack=Slack(secret["botToken"], self.slack_api_url, self.slack_response_url_prefix),
-            signing_secret=secret["signingSecret"],
-            team_id=secret["teamId"],
+            slack=self.slack,
+            signing_secret=signing["signingSecret"],
+            team_id=signing["teamId"],
             now=clock.now,
         )
+
+
+def _secret(arn: str, keys: tuple[str, ...]) -> dict[str, str]:
+    from aws_lambda_powertools.utilities import parameters
+
+    secret = parameters.get_secret(arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
+    missing = [k for k in keys if not secret.get(k)]
+    if missing:
+        raise SlackNotConfigured(f"the Slack secret {arn} lacks {', '.join(missing)}")
+    return {k: str(secret[k]) for k in keys}
