@@ -22,6 +22,7 @@ from botocore.stub import Stubber
 from deployer.aws import TargetSession
 from deployer.checks import CheckResult
 from deployer.errors import PlanRejected, ProvisioningFailed, TransientAwsError
+from deployer.plan import plan_environment
 from deployer.replication import (
     UNMANAGED_NOTE,
     apply_bucket_replication,
@@ -459,21 +460,17 @@ def test_kms_source_without_a_usable_replica_key_is_rejected(
         plan_bucket_replication(spec.resources.buckets[0], spec, None)
 
 
-def test_foreign_rules_are_shown_as_replaced(replicated: EnvironmentSpec) -> None:
-    # GIVEN the bucket replicates through a rule set up by hand (runbook section 6, step 6)
+def test_a_rule_the_deployer_does_not_own_is_refused_never_replaced(replicated: EnvironmentSpec) -> None:
+    # GIVEN the bucket replicates through a rule set up by hand (runbook section 6, step 6), beside ours
+    ours = {"id": "bbws-crr", "status": "Enabled", "priority": 1, "filter": {}}
     actual = {
         "role": ROLE_ARN,
-        "rules": [{"id": "ReplicateAll", "status": "Enabled", "priority": 0, "filter": {}}],
+        "rules": [{"id": "ReplicateAll", "status": "Enabled", "priority": 0, "filter": {}}, ours],
         "configuration": {},
     }
-
-    # WHEN it is planned
-    plan = plan_bucket_replication(replicated.resources.buckets[0], replicated, actual)
-
-    # THEN the whole rule set is one visible change, with the hand-made rule as "before"
-    assert plan.action == "change"
-    assert [c["field"] for c in plan.changes] == ["rules"]
-    assert plan.changes[0]["before"][0]["id"] == "ReplicateAll"
+    # WHEN it is planned THEN the plan is refused, naming the rule: putting ours would replace it
+    with pytest.raises(PlanRejected, match="replication rule ReplicateAll is not the deployer's"):
+        plan_bucket_replication(replicated.resources.buckets[0], replicated, actual)
 
 
 @pytest.mark.parametrize(
@@ -800,3 +797,21 @@ def test_spec_without_replication_plans_and_verifies_nothing(target: TargetSessi
     assert apply_replication(target, spec, NO_WAIT) == []
     assert verify_replication(target, spec, MARKER, **QUICK) == []
     assert sum(target.log.calls.values()) == 0
+
+
+def test_replication_is_in_the_approved_plan_and_its_hash(
+    target: TargetSession, replicated_data: dict[str, Any], build_spec: SpecBuilder
+) -> None:
+    # GIVEN PROD-like spec not yet deployed
+    spec = _bucket_only(replicated_data, build_spec)
+    # WHEN the environment is planned (what approvers approve)
+    plan = plan_environment(target, spec)
+    # THEN the bucket's replication is a planned resource of its own, shown with what it adds
+    (replication,) = [r for r in plan.resources if r.kind == "bucket-replication"]
+    assert (replication.name, replication.region, replication.action) == (SOURCE, PRIMARY, "add")
+    assert [c["field"] for c in replication.changes] == ["role", "rules"]
+    # AND a change of replication alone changes the plan's hash
+    without_delete_markers = _bucket_only(replicated_data, build_spec, deleteMarkerReplication=False)
+    changed = plan_environment(target, without_delete_markers)
+    assert changed.hash != plan.hash
+    assert [r.kind for r in changed.resources] == [r.kind for r in plan.resources]

@@ -213,7 +213,12 @@ def plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     result = plan_environment(target, spec)
-    prior = {f"{r.region}/{r.kind}/{r.name}": r.prior for r in result.resources if r.action != "unchanged"}
+    # Replication's prior state is recorded by Replicate when it applies: a rollback before then has none to undo.
+    prior = {
+        f"{r.region}/{r.kind}/{r.name}": r.prior
+        for r in result.resources
+        if r.action != "unchanged" and r.kind in ("bucket", "table")
+    }
     summary = result.to_dict()
     # What a rollback must give back, counted before anything changes (runbook section 9 step 4).
     counts = count_data(target, spec)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.aws import READ_WORKERS, TargetSession, fan_out
+from deployer.replication import plan_replication
 from deployer.resources import (
     ResourcePlan,
     WaitConfig,
@@ -109,8 +110,13 @@ def plan_region(target: TargetSession, spec: EnvironmentSpec, region: str) -> li
 
 
 def plan_environment(target: TargetSession, spec: EnvironmentSpec) -> Plan:
-    """Plan every region of the environment, in deployment order."""
-    return Plan([plan for region in spec.regions.all() for plan in plan_region(target, spec, region)])
+    """Plan every region of the environment, in deployment order, then its replication.
+
+    Replication (each replicated bucket's rule, each table's replicas) is part of the plan, so the
+    approvers see it and its hash covers it: Replicate applies nothing they did not approve.
+    """
+    resources = [plan for region in spec.regions.all() for plan in plan_region(target, spec, region)]
+    return Plan(resources + plan_replication(target, spec))
 
 
 def apply_region(

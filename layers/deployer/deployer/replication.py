@@ -188,8 +188,9 @@ def desired_bucket_replication(bucket: Bucket, spec: EnvironmentSpec) -> dict[st
 def plan_bucket_replication(bucket: Bucket, spec: EnvironmentSpec, actual: dict[str, Any] | None) -> ResourcePlan:
     """Compare the spec's replication of ``bucket`` with ``actual`` (from read_bucket_replication).
 
-    Replication configuration is one document per bucket: rules that are not ours are shown
-    as a change of ``rules`` and replaced, like a bucket's default encryption.
+    Replication configuration is one document per bucket, so putting ours would replace every
+    other rule: a rule the deployer does not own (any ID but ``bbws-crr``) is refused with
+    PlanRejected naming it, never replaced.
     """
     desired = _normalise(desired_bucket_replication(bucket, spec))
     region = spec.region_of(bucket)
@@ -201,9 +202,15 @@ def plan_bucket_replication(bucket: Bucket, spec: EnvironmentSpec, actual: dict[
         changes.append(_change("role", actual["role"], desired["role"]))
     (rule,) = desired["rules"]
     current = actual["rules"]
-    if len(current) == 1 and current[0]["id"] == RULE_ID:
+    foreign = [r["id"] or "(no ID)" for r in current if r["id"] != RULE_ID]
+    if foreign:
+        raise PlanRejected(
+            f"bucket {bucket.name}: replication rule {', '.join(foreign)} is not the deployer's ({RULE_ID}); putting "
+            "the spec's replication would replace it. Remove or rename it by hand if it is no longer needed."
+        )
+    if current:
         changes += [_change(f"rule.{k}", current[0].get(k), v) for k, v in rule.items() if current[0].get(k) != v]
-    elif current != [rule]:
+    else:
         changes.append(_change("rules", current, [rule]))
     action: Action = "change" if changes else "unchanged"
     return _resource_plan("bucket-replication", bucket.name, region, action=action, changes=changes, prior=actual)
