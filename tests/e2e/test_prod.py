@@ -163,6 +163,41 @@ def test_inside_the_wait_limit_waits_for_the_window_then_proceeds(deployments: D
     assert states.index("WaitForWindow") < states.index("Provision")
 
 
+def test_a_change_made_during_the_window_wait_is_never_applied_unapproved(deployments: Deployments) -> None:
+    # GIVEN an environment needing one approval, whose window opens half a minute from now (simulated)
+    opens = next_local(deployments, "tue", "09:00", after=timedelta(minutes=1))
+    window = {"timeZone": "Africa/Johannesburg", "weekdays": ["tue"], "start": "09:00", "end": "10:00"}
+    approvers = [{"slackUserId": "U0APPROVEW", "name": "window-approver"}]
+    bucket = "bbws-e2e-window-drift-bucket"
+    deployments.spec(
+        "dev-e2e-window-drift",
+        policy={
+            "approvals": {"required": 1, "approvers": approvers, "channel": "C0DEVWINDOW"},
+            "lockLeaseMinutes": 90,
+            "window": {**window, "maxWaitHours": 1},
+        },
+        resources={"buckets": [{"name": bucket}]},
+    )
+    deployments.sandbox.travel(opens - timedelta(seconds=30))
+    try:
+        # WHEN it is approved, and while it waits for the window someone creates its bucket by hand
+        arn = deployments.start("dev-e2e-window-drift")
+        deployments.click(deployments.approval(arn), "U0APPROVEW")
+        wait_for(lambda: "WaitForWindow" in deployments.states_entered(arn), "the wait for the window")
+        deployments.target_client("s3").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": deployments.sandbox.region}
+        )
+        result = deployments.finish(arn)
+    finally:
+        deployments.sandbox.travel_to_window("prod")
+    # THEN the plan is verified after the wait, right before Provision, and the changed plan stops it
+    assert (result["status"], result["error"]) == ("FAILED", "PlanChangedSinceApproval"), result
+    states = deployments.states_entered(arn)
+    assert states.index("WaitForWindow") < states.index("VerifyPlan")
+    assert "Provision" not in states
+    assert result["mutatingCalls"] == 0
+
+
 def test_schedule_with_too_little_notice_is_refused(deployments: Deployments) -> None:
     soon = deployments.sandbox.now() + timedelta(hours=1)
     result = deployments.run("prod", requested_by="alice", change_ticket="CHG-301", scheduled_for=soon)
