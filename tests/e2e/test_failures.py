@@ -41,6 +41,35 @@ def test_stale_lock_lease_expires(deployments: Deployments) -> None:
     assert records.lock_holder("dev") is None
 
 
+def test_a_lease_taken_over_mid_deployment_stops_the_next_step_with_lock_lost(deployments: Deployments) -> None:
+    # GIVEN a deployment waiting for approval, whose lease then ran out and another deployment took the lock
+    from datetime import UTC, datetime, timedelta
+
+    approvers = [{"slackUserId": "U0LEASE001", "name": "lease-approver"}]
+    deployments.spec(
+        "dev-e2e-lease",
+        policy={"approvals": {"required": 1, "approvers": approvers, "channel": "C0DEVLEASE"}, "lockLeaseMinutes": 90},
+        resources={"buckets": [{"name": "bbws-e2e-lease-bucket"}]},
+    )
+    arn = deployments.start("dev-e2e-lease")
+    approval = deployments.approval(arn)
+    records = deployments.stack.records
+    records.release_lock("dev-e2e-lease", arn.rsplit(":", 1)[1])  # as if its lease had run out and been taken
+    records.acquire_lock("dev-e2e-lease", "dev-e2e-lease-other", "bob", 3600, datetime.now(UTC) + timedelta(hours=1))
+    # WHEN it is approved and takes its next step
+    deployments.click(approval, "U0LEASE001")
+    result = deployments.finish(arn)
+    # THEN that step stops it with LockLost, naming the holder, before anything is applied
+    assert (result["status"], result["error"]) == ("FAILED", "LockLost"), result
+    assert "locked by deployment dev-e2e-lease-other (requested by bob)" in result["cause"]
+    assert "Provision" not in deployments.states_entered(arn)
+    assert result["mutatingCalls"] == 0
+    # AND the other deployment still holds the lock
+    holder = records.lock_holder("dev-e2e-lease")
+    assert holder is not None
+    assert holder["deploymentId"] == "dev-e2e-lease-other"
+
+
 def test_failing_write_check_rolls_back_and_releases_the_lock(
     deployments: Deployments, bus_events: EventCapture
 ) -> None:

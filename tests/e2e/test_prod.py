@@ -173,7 +173,7 @@ def test_a_change_made_during_the_window_wait_is_never_applied_unapproved(deploy
         "dev-e2e-window-drift",
         policy={
             "approvals": {"required": 1, "approvers": approvers, "channel": "C0DEVWINDOW"},
-            "lockLeaseMinutes": 90,
+            "lockLeaseMinutes": 150,
             "window": {**window, "maxWaitHours": 1},
         },
         resources={"buckets": [{"name": bucket}]},

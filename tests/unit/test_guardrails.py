@@ -119,7 +119,7 @@ def test_prod_spec_loosening_one_rule_is_refused_naming_it(
         ({"start": "08:00"}, "policy.window.start: the spec has 08:00;"),
         ({"end": "18:00"}, "policy.window.end: the spec has 18:00;"),
         ({"blackoutDates": ["2026-12-24"]}, "policy.window.blackoutDates: the spec lacks 2026-12-25, 2026-12-31, 2027"),
-        ({"maxWaitHours": 6}, "policy.window.maxWaitHours: the spec has 6;"),
+        ({"maxWaitHours": 2.1}, "policy.window.maxWaitHours: the spec has 2.1;"),
         ({"timeZone": "UTC"}, "policy.window.timeZone: the spec has UTC;"),
     ],
 )

@@ -286,7 +286,7 @@ def test_zero_max_wait_never_waits() -> None:
 
 
 def prod_policy(**changes: Any) -> Policy:
-    return Policy.model_validate({"window": PROD_WINDOW, "minimumNoticeHours": 24, **changes})
+    return Policy.model_validate({"window": PROD_WINDOW, "minimumNoticeHours": 24, "lockLeaseMinutes": 270, **changes})
 
 
 def test_schedule_in_the_past_is_refused() -> None:
@@ -357,7 +357,7 @@ def test_schedule_with_enough_notice_inside_the_window_is_accepted() -> None:
 
 @pytest.fixture
 def prod_like(spec_data: dict[str, Any], build_spec: Callable[[dict[str, Any]], EnvironmentSpec]) -> EnvironmentSpec:
-    spec_data["policy"] = {"window": PROD_WINDOW, "minimumNoticeHours": 24}
+    spec_data["policy"] = {"window": PROD_WINDOW, "minimumNoticeHours": 24, "lockLeaseMinutes": 270}
     return build_spec(spec_data)
 
 

@@ -34,6 +34,7 @@ def request_approval(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Open the approval and post it to Slack, or register the loop's new task token."""
     request = parse_event(ApprovalRequestEvent, event)
     deployment, store = request.deployment, tooling.approvals
+    tooling.hold_lock(deployment)
     approval = store.for_execution(deployment.execution_key())
     if approval is None:
         approval = store.open(_new_approval(tooling, request, new_approval_id()), deployment.execution_key())
@@ -115,6 +116,7 @@ def _new_approval(tooling: Tooling, request: ApprovalRequestEvent, approval_id: 
 def approval_wait_elapsed(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Past the deadline: expire and fail. Before it: remind in the thread and wait again."""
     deployment = parse_event(DeploymentEvent, event).deployment
+    tooling.hold_lock(deployment)
     store = tooling.approvals
     approval = store.for_execution(deployment.execution_key())
     if approval is None:
@@ -166,6 +168,7 @@ def verify_plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """
     verify = parse_event(VerifyPlanEvent, event)
     deployment, store = verify.deployment, tooling.approvals
+    tooling.hold_lock(deployment)
     approval = store.for_execution(deployment.execution_key())
     if approval is None:
         raise ApprovalNotFound(

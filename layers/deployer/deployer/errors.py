@@ -35,6 +35,10 @@ class LockHeld(DeployerError):
     """Another deployment holds the environment lock."""
 
 
+class LockLost(DeployerError):
+    """The environment's lock is held by another deployment: this one stops before changing anything."""
+
+
 class PreflightFailed(DeployerError):
     """One or more of the runbook's pre-deployment checks failed; ``checks`` holds them all."""
 

@@ -48,6 +48,7 @@ NO_CHANGE_ERRORS = frozenset(
         errors.SpecNotFound,
         errors.GuardrailViolation,
         errors.LockHeld,
+        errors.LockLost,
         errors.PreflightFailed,
         errors.PlanRejected,
         errors.SlackNotConfigured,

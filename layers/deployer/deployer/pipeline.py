@@ -175,6 +175,7 @@ def release_lock(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Runbook section 3: identity, change ticket, approvals, bucket names, table backups."""
     deployment = parse_event(DeploymentEvent, event).deployment
+    tooling.hold_lock(deployment)
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     with transient_errors():
@@ -210,6 +211,7 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def plan(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Diff desired with actual in every region and record the prior state of what will change."""
     deployment = parse_event(DeploymentEvent, event).deployment
+    tooling.hold_lock(deployment)
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     result = plan_environment(target, spec)
@@ -232,6 +234,7 @@ def provision(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Apply one region idempotently; only what the fresh plan says differs is touched."""
     region_event = parse_event(RegionEvent, event)
     deployment, region, shard = region_event.deployment, region_event.region, region_event.shard or WHOLE
+    tooling.hold_lock(deployment)
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     record = tooling.records.get(deployment.deployment_id) or {}
@@ -253,6 +256,7 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Runbook section 7: every check reported on its own; any failure fails the deployment."""
     region_event = parse_event(RegionEvent, event)
     deployment, region, shard = region_event.deployment, region_event.region, region_event.shard or WHOLE
+    tooling.hold_lock(deployment)
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     results = validate_region(target, spec, region, deployment.deployment_id, shard=shard.shard, of=shard.of)
@@ -265,6 +269,7 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def check_window(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Right before applying: proceed inside the window, wait for it within maxWaitHours, else fail."""
     deployment = parse_event(DeploymentEvent, event).deployment
+    tooling.hold_lock(deployment)
     spec, now = tooling.spec_for(deployment), clock.now()
     record = tooling.records.get(deployment.deployment_id) or {}
     # The wait is measured from the first check, so re-checking after each wait cannot extend it.

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from deployer.aws import error_code, transient_errors
-from deployer.errors import LockHeld
+from deployer.errors import LockHeld, LockLost
 
 JSON_FIELDS = (
     "plan",
@@ -306,6 +307,43 @@ class RecordStore:
                 f"{iso(datetime.fromtimestamp(int(holder.get('lockExpiresAt', 0)), UTC))}"
             ) from None
         return _decode(item)
+
+    def renew_lock(
+        self, environment: str, deployment_id: str, requested_by: str, lease_seconds: int, now: datetime
+    ) -> None:
+        """Extend this deployment's lease from ``now``; LockLost if another deployment holds the lock.
+
+        A lease of ours that lapsed while nobody took it is simply ours again, as is a lock
+        nobody holds. The holder comes back with the refusal itself (no read of the lock).
+        """
+        epoch = int(now.timestamp())
+        try:
+            with transient_errors():
+                self.table.update_item(
+                    Key=_lock_key(environment),
+                    UpdateExpression=(
+                        "SET deploymentId = :me, requestedBy = :by, lockExpiresAt = :until, renewedAt = :at"
+                    ),
+                    ConditionExpression="attribute_not_exists(pk) OR deploymentId = :me",
+                    ExpressionAttributeValues={
+                        ":me": deployment_id,
+                        ":by": requested_by,
+                        ":until": epoch + lease_seconds,
+                        ":at": iso(now),
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            # The refusal carries the item in DynamoDB's wire format (the client's, not the resource's).
+            item: dict[str, Any] = dict(exc.response.get("Item") or {})  # type: ignore[call-overload]
+            holder = {k: TypeDeserializer().deserialize(v) for k, v in item.items()}
+            raise LockLost(
+                f"environment {environment} is locked by deployment {holder.get('deploymentId', '?')} (requested by "
+                f"{holder.get('requestedBy', '?')}), not by {deployment_id}, whose lease ran out; it stopped before "
+                "changing anything"
+            ) from None
 
     def lock_holder(self, environment: str) -> dict[str, Any] | None:
         with transient_errors():

@@ -19,6 +19,7 @@ DEFAULT_TIMEOUT_SECONDS = 900
 def replicate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Configure replication idempotently, recording the prior replication state for rollback."""
     deployment = parse_event(DeploymentEvent, event).deployment
+    tooling.hold_lock(deployment)
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     applied = apply_replication(target, spec, tooling.wait)
@@ -42,6 +43,7 @@ def replicate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 def verify(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     """Each replication check on its own; any failure fails the deployment with ValidationFailed."""
     deployment = parse_event(DeploymentEvent, event).deployment
+    tooling.hold_lock(deployment)
     spec = tooling.spec_for(deployment)
     target = tooling.target_for(spec, deployment.deployment_id)
     timeout = float(os.environ.get("REPLICATION_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))

@@ -35,6 +35,8 @@ SLACK_CHANNEL = r"^[CGD][A-Z0-9]{2,20}$"
 SLACK_CHANNEL_OR_NAME = r"^([CGD][A-Z0-9]{2,20}|#[a-z0-9_-]{1,80})$"
 # Who a failure mentions: users (U..., W...) or user groups (S..., mentioned as subteams).
 SLACK_MENTIONABLE = r"^[UWS][A-Z0-9]{2,20}$"
+# What a lock's lease must outlast beyond the waits for approval and the window (Policy).
+LEASE_MARGIN_MINUTES = 15
 # "+" with a length limit, not "{1,128}": the bounded repeat of a Unicode class costs ~40 ms to compile.
 TAG_KEY = r"^[\w .:/=+@-]+$"
 
@@ -336,12 +338,17 @@ class Policy(Model):
     notifications: Notifications | None = None
 
     @model_validator(mode="after")
-    def _lease_outlives_approval(self) -> Policy:
-        # The lock must still be ours when approval arrives, or a second deployment could slip in.
-        if self.approvals.required and self.lock_lease_minutes <= self.approvals.timeout_minutes:
+    def _lease_outlives_the_waits(self) -> Policy:
+        # Every step renews the lock's lease; the longest stretches without one are the waits for
+        # approval and for the window. The lease outlives both, with a margin, so no second
+        # deployment can take the lock while this one waits.
+        approval = self.approvals.timeout_minutes if self.approvals.required else 0
+        window = self.window.max_wait_hours * 60 if self.window else 0
+        if (approval or window) and self.lock_lease_minutes < approval + window + LEASE_MARGIN_MINUTES:
             raise ValueError(
-                f"lockLeaseMinutes ({self.lock_lease_minutes}) must exceed approvals.timeoutMinutes "
-                f"({self.approvals.timeout_minutes:g}), so the lock outlives the wait for approval"
+                f"lockLeaseMinutes ({self.lock_lease_minutes}) must be at least approvals.timeoutMinutes "
+                f"({approval:g}) + window.maxWaitHours in minutes ({window:g}) + {LEASE_MARGIN_MINUTES}, "
+                "so the lock outlives the waits for approval and for the window"
             )
         return self
 

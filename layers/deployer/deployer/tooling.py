@@ -129,6 +129,16 @@ class Tooling:
 
         return OidcVerifier(self.oidc_issuer, self.oidc_audience)
 
+    def hold_lock(self, deployment: DeploymentContext) -> None:
+        """Renew the deployment's lease on its environment, as every step does first; LockLost if it was taken."""
+        self.records.renew_lock(
+            deployment.environment,
+            deployment.deployment_id,
+            deployment.requested_by,
+            deployment.policy.lock_lease_seconds,
+            clock.now(),
+        )
+
     def target_for(self, spec: EnvironmentSpec, deployment_id: str) -> TargetSession:
         """A session in the environment's account, through the deployment role its guardrails name."""
         self.guardrails.check_role(spec.account, spec.deployment_role_arn)
