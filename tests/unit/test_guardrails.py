@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from deployer.documents import DocumentInvalid
 from deployer.errors import GuardrailViolation
-from deployer.guardrails import Guardrails, GuardrailsInvalid, parse_guardrails
+from deployer.guardrails import Guardrails, parse_guardrails
 from deployer.spec import EnvironmentSpec, parse_spec
 from sandbox.template import load_template
 
@@ -205,7 +206,7 @@ def test_a_document_with_a_role_outside_its_account_does_not_load() -> None:
     # GIVEN a document whose DEV entry names a role in another account
     text = DOCUMENT.read_text().replace(f"arn:aws:iam::{DEV}:role/bbws-deployer", f"arn:aws:iam::{PROD}:role/x")
     # WHEN it is parsed THEN it is refused, naming the entry
-    with pytest.raises(GuardrailsInvalid, match=f"accounts.{DEV}.deploymentRoleArn is not in account {DEV}"):
+    with pytest.raises(DocumentInvalid, match=f"accounts.{DEV}.deploymentRoleArn is not in account {DEV}"):
         parse_guardrails(text, "guardrails.yaml")
 
 

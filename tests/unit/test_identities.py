@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from deployer.approvals import evaluate_click
-from deployer.identities import IdentitiesInvalid, parse_identities
+from deployer.documents import DocumentInvalid
+from deployer.identities import parse_identities
 from deployer.models import Requester
 from deployer.spec import load_spec_file
 from tests.unit.test_approvals import NOW, prod_approval
@@ -69,7 +70,7 @@ def test_an_approver_who_requested_through_ci_cannot_approve_in_slack() -> None:
 
 def test_one_identity_naming_two_people_does_not_load() -> None:
     text = DOCUMENT.read_text() + "  - name: twin\n    slackUserId: U0TWIN0001\n    githubLogin: BBWS-SIT-LEAD\n"
-    with pytest.raises(IdentitiesInvalid, match="githubLogin names more than one person: bbws-sit-lead"):
+    with pytest.raises(DocumentInvalid, match="githubLogin names more than one person: bbws-sit-lead"):
         parse_identities(text, "identities.yaml")
 
 

@@ -13,12 +13,11 @@ runs when a deployment starts, before anything calls the target account, and
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from typing import Annotated, Any
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from deployer.documents import packaged_document, parse_document
 from deployer.errors import GuardrailViolation
 from deployer.spec import (
     ACCOUNT_ID,
@@ -39,10 +38,6 @@ ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{1,31}(-\*)?$"
 BRANCH_PATTERN = r"^[A-Za-z0-9._/-]{1,200}(-\*)?$"
 BRANCH_REF_PREFIX = "refs/heads/"
 ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$"
-
-
-class GuardrailsInvalid(ValueError):
-    """The packaged guardrails document does not validate: a defect of the deployed stack."""
 
 
 class Floor(Model):
@@ -246,14 +241,10 @@ def _describe_bound(window: DeploymentWindow | None) -> str:
 
 
 def parse_guardrails(text: str, source: str) -> Guardrails:
-    try:
-        return Guardrails.model_validate(yaml.safe_load(text))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise GuardrailsInvalid(f"{source}: {exc}") from None
+    return parse_document(Guardrails, text, source)
 
 
 @cache
 def packaged() -> Guardrails:
     """The guardrails deployed with these functions, read once per container."""
-    document = resources.files("deployer").joinpath(DOCUMENT)
-    return parse_guardrails(document.read_text(), f"deployer/{DOCUMENT}")
+    return packaged_document(Guardrails, DOCUMENT)

@@ -10,12 +10,11 @@ person the requester is cannot vote on the deployment.
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from typing import Annotated
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from deployer.documents import packaged_document, parse_document
 from deployer.models import Requester
 from deployer.spec import SLACK_USER_ID, Model
 
@@ -24,10 +23,6 @@ GITHUB_LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"
 PRINCIPAL_ARN = r"^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:[A-Za-z0-9+=,.@_/-]+$"
 # How CI's workflow names its actor when it only claims it (`--requested-by github:<login>`).
 GITHUB_PREFIX = "github:"
-
-
-class IdentitiesInvalid(ValueError):
-    """The packaged identity map does not validate: a defect of the deployed stack."""
 
 
 class Person(Model):
@@ -69,14 +64,10 @@ class IdentityMap(Model):
 
 
 def parse_identities(text: str, source: str) -> IdentityMap:
-    try:
-        return IdentityMap.model_validate(yaml.safe_load(text))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise IdentitiesInvalid(f"{source}: {exc}") from None
+    return parse_document(IdentityMap, text, source)
 
 
 @cache
 def packaged() -> IdentityMap:
     """The identity map deployed with these functions, read once per container."""
-    document = resources.files("deployer").joinpath(DOCUMENT)
-    return parse_identities(document.read_text(), f"deployer/{DOCUMENT}")
+    return packaged_document(IdentityMap, DOCUMENT)
