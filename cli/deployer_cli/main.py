@@ -333,6 +333,17 @@ def cmd_guardrails(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Release a dead deployment's lock, through the API: refused while its execution runs; recorded and announced."""
+    with connect(args) as stack:
+        answer = client.api_call(stack, "POST", f"/environments/{args.env}/unlock", {"reason": args.reason})
+    if args.json:
+        print(json.dumps(answer))
+    else:
+        print(f"{answer['environment']}: released the lock of deployment {answer['released']} ({answer['reason']})")
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sandbox.server import Sandbox
 
@@ -433,6 +444,11 @@ def _add_inspection_commands(sub: Any, target: argparse.ArgumentParser) -> None:
     hist.add_argument("--env", required=True)
     hist.add_argument("--limit", type=int, default=20)
     hist.set_defaults(func=cmd_history)
+
+    unlock = sub.add_parser("unlock", parents=[target], help="release the lock a dead deployment left (audited)")
+    unlock.add_argument("--env", required=True)
+    unlock.add_argument("--reason", required=True, help="why (kept and announced in Slack)")
+    unlock.set_defaults(func=cmd_unlock)
 
     rails = sub.add_parser("guardrails", parents=[target], help="each target account's rules, deployed with the stack")
     rails.set_defaults(func=cmd_guardrails)

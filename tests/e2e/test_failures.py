@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture, wait_for
+from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture, deployer, wait_for
 
 
 def test_concurrent_deployment_of_one_environment_fails_with_lock_held(deployments: Deployments) -> None:
@@ -68,6 +69,49 @@ def test_a_lease_taken_over_mid_deployment_stops_the_next_step_with_lock_lost(de
     holder = records.lock_holder("dev-e2e-lease")
     assert holder is not None
     assert holder["deploymentId"] == "dev-e2e-lease-other"
+
+
+def test_deployer_unlock_refuses_a_running_holder_and_frees_a_dead_one(deployments: Deployments) -> None:
+    from datetime import UTC, datetime
+
+    # GIVEN a deployment waiting for its approval: RUNNING, holding its environment's lock
+    approvers = [{"slackUserId": "U0UNLOCK01", "name": "unlock-approver"}]
+    deployments.spec(
+        "dev-e2e-unlock",
+        policy={"approvals": {"required": 1, "approvers": approvers, "channel": "C0DEVUNLOCK"}, "lockLeaseMinutes": 90},
+        resources={"buckets": [{"name": "bbws-e2e-unlock-bucket"}]},
+    )
+    arn = deployments.start("dev-e2e-unlock")
+    approval = deployments.approval(arn)
+    # WHEN someone unlocks it THEN `deployer unlock` refuses, naming the running deployment
+    refused = deployer(deployments, "unlock", "--env", "dev-e2e-unlock", "--reason", "it looks stuck to me")
+    assert refused.returncode == 2
+    assert "answered 409" in refused.stderr
+    assert "which is still RUNNING" in refused.stderr
+    deployments.click(approval, "U0UNLOCK01", "reject")
+    assert deployments.finish(arn)["error"] == "ApprovalRejected"
+    # GIVEN a lock a crashed deployment left behind (its execution never existed here)
+    records = deployments.stack.records
+    records.acquire_lock("dev-e2e-unlock", "dev-e2e-unlock-crashed", "ghost", 3600, datetime.now(UTC))
+    # WHEN it is unlocked with a reason
+    freed = deployer(deployments, "unlock", "--env", "dev-e2e-unlock", "--reason", "crashed worker, INC-77", "--json")
+    # THEN the lock is free, the release is kept with who and why, and announced in the environment's channel
+    assert freed.returncode == 0, freed.stderr
+    assert json.loads(freed.stdout)["released"] == "dev-e2e-unlock-crashed"
+    assert records.lock_holder("dev-e2e-unlock") is None
+    (kept,) = records.unlocks("dev-e2e-unlock")
+    assert (kept["deploymentId"], kept["reason"]) == ("dev-e2e-unlock-crashed", "crashed worker, INC-77")
+    assert kept["releasedBy"].startswith("arn:aws:iam::123456789012:")
+
+    def announced() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in deployments.slack_messages()
+            if m.get("channel") == "C0DEVUNLOCK" and "lock released by hand" in json.dumps(m)
+        ]
+
+    (message,) = wait_for(announced, "the release announced in Slack")
+    assert "crashed worker, INC-77" in json.dumps(message)
 
 
 def test_failing_write_check_rolls_back_and_releases_the_lock(

@@ -47,6 +47,7 @@ def test_only_the_deployers_roles_may_put_its_events_on_its_bus() -> None:
     assert allowed == [
         {"Fn::GetAtt": ["DeploymentStateMachineRole", "Arn"]},
         {"Fn::GetAtt": ["ApprovalRequestFunctionRole", "Arn"]},
+        {"Fn::GetAtt": ["DeploymentsApiFunctionRole", "Arn"]},
     ]
     # AND those are the only roles whose policies put events on the bus
     putters = {
@@ -55,4 +56,4 @@ def test_only_the_deployers_roles_may_put_its_events_on_its_bus() -> None:
         for policy in resource.get("Properties", {}).get("Policies", [])
         if "EventBridgePutEventsPolicy" in str(policy) or "events:PutEvents" in str(policy)
     }
-    assert putters == {"DeploymentStateMachine", "ApprovalRequestFunction"}
+    assert putters == {"DeploymentStateMachine", "ApprovalRequestFunction", "DeploymentsApiFunction"}

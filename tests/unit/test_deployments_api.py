@@ -395,3 +395,58 @@ def test_without_a_token_the_sigv4_caller_is_the_requester_and_the_claim_is_kept
         "aws-sigv4",
         "alice",
     )
+
+
+# ---------------------------------------------------------------- POST /environments/{environment}/unlock
+
+
+def unlock(tooling: Tooling, environment: str, body: Any) -> Any:
+    event = copy.deepcopy(EVENT)
+    event.update(httpMethod="POST", path=f"/environments/{environment}/unlock", body=json.dumps(body))
+    response = build_api(tooling).resolve(event, None)  # type: ignore[arg-type]
+    response["json"] = json.loads(response["body"])
+    return response
+
+
+def test_unlock_refuses_a_lock_whose_deployment_is_still_running(tooling: Tooling) -> None:
+    # GIVEN a SIT deployment started through the API, holding SIT's lock
+    started = call(tooling, "POST", "/deployments", request(environment="sit", clientToken="sit-held"))
+    tooling.records.acquire_lock("sit", started["json"]["deploymentId"], "alice", 3600, datetime.now(UTC))
+    # WHEN someone unlocks SIT THEN it is refused while that execution runs, and the lock stays
+    response = unlock(tooling, "sit", {"reason": "it looks stuck to me"})
+    assert response["statusCode"] == 409
+    assert "is still RUNNING" in response["json"]["message"]
+    assert tooling.records.lock_holder("sit") is not None
+
+
+def test_unlock_frees_a_dead_deployments_lock_and_keeps_who_and_why(tooling: Tooling) -> None:
+    # GIVEN a lock left by a deployment whose execution no longer exists
+    tooling.records.acquire_lock("dev", "dev-crashed", "ghost", 3600, datetime.now(UTC))
+    tooling.event_bus = "bbws-deployer-deployments"
+    boto3.client("events", region_name="us-east-1").create_event_bus(Name=tooling.event_bus)
+    # WHEN it is unlocked with a reason
+    response = unlock(tooling, "dev", {"reason": "the Lambda crashed mid-deployment, INC-42"})
+    # THEN the lock is gone, and who released it, why and whose it was are kept
+    assert response["statusCode"] == 200, response["json"]
+    assert response["json"]["released"] == "dev-crashed"
+    assert tooling.records.lock_holder("dev") is None
+    (kept,) = tooling.records.unlocks("dev")
+    assert (kept["deploymentId"], kept["holderRequestedBy"], kept["reason"]) == (
+        "dev-crashed",
+        "ghost",
+        "the Lambda crashed mid-deployment, INC-42",
+    )
+    assert kept["releasedBy"] == EVENT["requestContext"]["identity"]["userArn"]
+
+
+@pytest.mark.parametrize(("body", "status"), [({"reason": "short"}, 400), ({}, 400), ({"reason": "x" * 600}, 400)])
+def test_unlock_needs_a_reason(tooling: Tooling, body: Any, status: int) -> None:
+    tooling.records.acquire_lock("dev", "dev-crashed", "ghost", 3600, datetime.now(UTC))
+    response = unlock(tooling, "dev", body)
+    assert response["statusCode"] == status
+    assert response["json"]["errors"][0]["field"] == "reason"
+    assert tooling.records.lock_holder("dev") is not None
+
+
+def test_unlocking_an_unlocked_environment_is_404(tooling: Tooling) -> None:
+    assert unlock(tooling, "dev", {"reason": "just to be sure"})["statusCode"] == 404

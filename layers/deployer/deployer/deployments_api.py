@@ -21,10 +21,13 @@ from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolv
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from deployer import clock
 from deployer.aws import error_code, transient_errors
 from deployer.errors import GuardrailViolation, SpecNotFound
+from deployer.events import LOCK_RELEASED, publish
 from deployer.models import ApiDeploymentRequest, ApiOrigin, DeploymentRequest, Requester
 from deployer.oidc import TOKEN_HEADER, IssuerUnavailable, TokenRefused
+from deployer.spec import ENVIRONMENT_NAME
 from deployer.tooling import Tooling
 from deployer.views import deployment_view, history_item
 
@@ -38,6 +41,7 @@ MAX_BODY_DEPTH = 32
 JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 ASSUMED_ROLE = re.compile(r"arn:aws[a-z-]*:sts::[0-9]{12}:assumed-role/(?P<role>[^/]+)/.+")
 UNKNOWN_CALLER = "unknown"
+MIN_REASON, MAX_REASON = 10, 500
 
 
 @dataclass
@@ -271,6 +275,50 @@ def get_deployment(tooling: Tooling, deployment_id: str) -> dict[str, Any]:
     return deployment_view(deployment_id, record, execution, votes)
 
 
+def unlock_environment(tooling: Tooling, environment: str, raw: bytes, caller: str) -> dict[str, Any]:
+    """Release a dead deployment's lock on ``environment``: refused while its execution runs; kept and announced."""
+    if re.fullmatch(ENVIRONMENT_NAME, environment) is None:
+        raise ApiError(
+            400, "invalid environment", [{"field": "environment", "message": f"must match {ENVIRONMENT_NAME}"}]
+        )
+    try:
+        body = json.loads(raw.decode() or "null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the request body is not JSON: {exc}") from None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if not isinstance(reason, str) or not MIN_REASON <= len(reason.strip()) <= MAX_REASON:
+        raise ApiError(
+            400,
+            "invalid unlock request",
+            [{"field": "reason", "message": f"say why, in {MIN_REASON} to {MAX_REASON} characters"}],
+        )
+    holder = tooling.records.lock_holder(environment)
+    if holder is None:
+        raise ApiError(404, f"environment {environment} is not locked")
+    deployment_id = str(holder.get("deploymentId", ""))
+    execution = _describe(tooling.sfn, execution_arn(tooling.state_machine_arn, deployment_id))
+    if execution is not None and execution.get("status") == "RUNNING":
+        raise ApiError(
+            409,
+            f"environment {environment} is locked by deployment {deployment_id}, which is still RUNNING; "
+            "stop its execution (or let it finish) instead of unlocking it",
+        )
+    if not tooling.records.release_lock(environment, deployment_id):
+        raise ApiError(409, f"the lock on environment {environment} changed while it was being released; look again")
+    now = clock.now()
+    tooling.records.note_unlock(environment, holder, caller, reason.strip(), now)
+    detail = {
+        "deploymentId": deployment_id,
+        "environment": environment,
+        "requestedBy": holder.get("requestedBy"),
+        "releasedBy": caller,
+        "reason": reason.strip(),
+        "executionStatus": execution.get("status") if execution else None,
+    }
+    publish(tooling.events, tooling.event_bus, LOCK_RELEASED, detail)
+    return {"environment": environment, "released": deployment_id, "releasedBy": caller, "reason": reason.strip()}
+
+
 def list_deployments(tooling: Tooling, environment: str | None, limit: str | None) -> dict[str, Any]:
     errors = []
     if not environment:
@@ -318,6 +366,14 @@ def build_api(tooling: Tooling) -> APIGatewayRestResolver:
     def get_many() -> Response[str]:
         query = app.current_event.query_string_parameters or {}
         return _json(200, list_deployments(tooling, query.get("environment"), query.get("limit")))
+
+    @app.post("/environments/<environment>/unlock")
+    def post_unlock(environment: str) -> Response[str]:
+        event = app.current_event
+        raw = event.body or ""
+        body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+        caller = event.request_context.identity.user_arn or UNKNOWN_CALLER
+        return _json(200, unlock_environment(tooling, environment, body, caller))
 
     @app.get("/guardrails")
     def get_guardrails() -> Response[str]:

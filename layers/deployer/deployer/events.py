@@ -16,6 +16,7 @@ from deployer.errors import EventPublishFailed, TransientAwsError
 
 SOURCE = "bbws.deployer"
 APPROVAL_REQUESTED = "Approval Requested"
+LOCK_RELEASED = "Lock Released"
 # PutEvents reports a refused entry in its answer, not as an error; these codes are worth a retry.
 TRANSIENT_ENTRY_CODES = TRANSIENT_CODES | {"InternalFailure", "InternalException"}
 

@@ -302,6 +302,17 @@ def _incident(detail: Detail, record: Record, about: _About) -> _Draft:
     return draft
 
 
+def _lock_released(detail: Detail, _: Record, about: _About) -> _Draft:
+    draft = _Draft(":unlock:", f"{about.env} lock released by hand", alert=True)
+    draft.facts.append(("Released by", escape(str(detail.get("releasedBy", "unknown")))))
+    draft.lines.append(f"*Reason* {escape(str(detail.get('reason', '')))}")
+    status = _str(detail.get("executionStatus"))
+    draft.lines.append(
+        f"The deployment holding it had ended ({escape(status)})." if status else "Its execution no longer exists."
+    )
+    return draft
+
+
 PIPELINE_EVENTS: dict[str, Callable[[Detail, Record, _About], _Draft]] = {
     "Deployment Started": _started,
     "Approval Requested": _approval_requested,
@@ -312,6 +323,7 @@ PIPELINE_EVENTS: dict[str, Callable[[Detail, Record, _About], _Draft]] = {
     "Rollback Started": _rollback_started,
     "Rollback Completed": _rollback_completed,
     "Incident Declared": _incident,
+    "Lock Released": _lock_released,
 }
 
 

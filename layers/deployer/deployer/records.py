@@ -345,6 +345,32 @@ class RecordStore:
                 "changing anything"
             ) from None
 
+    def note_unlock(
+        self, environment: str, holder: dict[str, Any], released_by: str, reason: str, now: datetime
+    ) -> None:
+        """Keep who released an environment's lock by hand, why, and whose it was (``LOCK#<env>`` / ``UNLOCK#<at>``)."""
+        item = {
+            "pk": _lock_key(environment)["pk"],
+            "sk": f"UNLOCK#{iso(now)}",
+            "deploymentId": str(holder.get("deploymentId", "")),
+            "holderRequestedBy": str(holder.get("requestedBy", "")),
+            "releasedBy": released_by,
+            "reason": reason,
+            "at": iso(now),
+        }
+        with transient_errors():
+            self.table.put_item(Item=item)
+
+    def unlocks(self, environment: str) -> list[dict[str, Any]]:
+        """The environment's hand releases, oldest first."""
+        with transient_errors():
+            items = self.table.query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :unlock)",
+                ExpressionAttributeValues={":pk": _lock_key(environment)["pk"], ":unlock": "UNLOCK#"},
+                ConsistentRead=True,
+            )["Items"]
+        return [{k: v for k, v in i.items() if k not in ("pk", "sk")} for i in items]
+
     def lock_holder(self, environment: str) -> dict[str, Any] | None:
         with transient_errors():
             item = self.table.get_item(Key=_lock_key(environment), ConsistentRead=True).get("Item")
