@@ -149,7 +149,6 @@ class StackInstaller:
     installed: list[str] = field(default_factory=list)
     # Resources accepted but not installed (NOT_EMULATED), each with why.
     skipped: dict[str, str] = field(default_factory=dict)
-    _types: dict[str, str] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
         return self.session.client(service, endpoint_url=self.endpoint, region_name=self.region)  # type: ignore[call-overload]
@@ -178,10 +177,9 @@ class StackInstaller:
             "AWS::Events::EventBusPolicy": self._event_bus_policy,
             "AWS::Serverless::Function": self._function,
             "AWS::Serverless::StateMachine": self._state_machine,
-            **dict.fromkeys(NOT_EMULATED, self._not_emulated),
+            **{kind: functools.partial(self._not_emulated, kind) for kind in NOT_EMULATED},
         }
         resources = template["Resources"]
-        self._types = {lid: r["Type"] for lid, r in resources.items()}
         # Every type must be known, also of resources a condition leaves out today.
         unknown = sorted({r["Type"] for r in resources.values()} - set(installers))
         if unknown:
@@ -239,9 +237,8 @@ class StackInstaller:
                 steps[f"{logical_id}{event_id}"] = (needs(logical_id, event, {}) | {logical_id}, event_step)
         return steps
 
-    def _not_emulated(self, logical_id: str, _: dict[str, Any], __: Resolver, ___: dict[str, Any]) -> None:
+    def _not_emulated(self, kind: str, logical_id: str, _: dict[str, Any], __: Resolver, ___: dict[str, Any]) -> None:
         # Accepted, so the template installs as it deploys; said aloud, so nobody takes the sandbox for WAF.
-        kind = self._types[logical_id]
         self.skipped[logical_id] = f"{kind}: {NOT_EMULATED[kind]}"
         logger.warning("sandbox: %s (%s) is not installed: %s", logical_id, kind, NOT_EMULATED[kind])
 

@@ -54,6 +54,19 @@ class Deployments:
         path.write_text(yaml.safe_dump(data))
         return path
 
+    def approval_spec(self, environment: str, approver: str, channel: str, **policy: Any) -> None:
+        """A test environment needing one approval, by ``approver`` (a Slack id), with a bucket of its own."""
+        approvals = {
+            "required": 1,
+            "approvers": [{"slackUserId": approver, "name": approver.lower()}],
+            "channel": channel,
+        }
+        self.spec(
+            environment,
+            policy={"approvals": approvals, "lockLeaseMinutes": 90, **policy},
+            resources={"buckets": [{"name": f"bbws-{environment}-bucket"}]},
+        )
+
     def start(self, environment: str, requested_by: str = "pytest", **kwargs: Any) -> str:
         spec_dir = self.spec_dir if (self.spec_dir / f"{environment}.yaml").exists() else REPO / "environments"
         version = client.push_spec(self.stack, spec_dir, environment)

@@ -24,6 +24,12 @@ from deployer.spec import EnvironmentSpec
 INFO_PATH = "/_sandbox/info"
 
 
+def sandbox_info(endpoint_url: str) -> dict[str, Any]:
+    """What a sandbox says about itself (``/_sandbox/info``); URLError or ValueError if the endpoint is none."""
+    with urllib.request.urlopen(endpoint_url.rstrip("/") + INFO_PATH, timeout=10) as response:  # noqa: S310
+        return dict(json.loads(response.read()))
+
+
 class ClicksUnavailable(Exception):
     """The target is not a sandbox, so there is no signing secret to click with."""
 
@@ -42,8 +48,7 @@ class SandboxSlack:
         if not endpoint_url:
             raise ClicksUnavailable("on AWS, approvals are clicked in Slack; --approve-as works against a sandbox")
         try:
-            with urllib.request.urlopen(endpoint_url.rstrip("/") + INFO_PATH, timeout=10) as response:  # noqa: S310
-                info = json.loads(response.read())
+            info = sandbox_info(endpoint_url)
         except (urllib.error.URLError, ValueError) as exc:
             raise ClicksUnavailable(f"{endpoint_url} is not a deployer sandbox ({exc}); approve in Slack") from None
         return cls(

@@ -26,7 +26,7 @@ from deployer.records import RecordStore
 from deployer.spec import load_spec_file
 from deployer.specstore import SpecStore
 from deployer.views import TERMINAL, deployment_view
-from deployer_cli.clicks import INFO_PATH
+from deployer_cli.clicks import sandbox_info
 from deployer_cli.signing import signed_request
 from sandbox.faults import FAULTS_PATH
 from sandbox.oidc_issuer import MINT_PATH
@@ -264,8 +264,7 @@ def ci_token(stack: Stack, claims: dict[str, str]) -> str | None:
     if not stack.endpoint_url:
         return None
     try:
-        with urllib.request.urlopen(stack.endpoint_url.rstrip("/") + INFO_PATH, timeout=10) as response:  # noqa: S310
-            issuer = json.loads(response.read())["oidcIssuer"]
+        issuer = sandbox_info(stack.endpoint_url)["oidcIssuer"]
         minting = urllib.request.Request(  # noqa: S310 - the sandbox's own issuer, on loopback
             issuer + MINT_PATH, data=json.dumps(claims).encode(), headers={"Content-Type": "application/json"}
         )

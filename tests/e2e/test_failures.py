@@ -46,12 +46,7 @@ def test_a_lease_taken_over_mid_deployment_stops_the_next_step_with_lock_lost(de
     # GIVEN a deployment waiting for approval, whose lease then ran out and another deployment took the lock
     from datetime import UTC, datetime, timedelta
 
-    approvers = [{"slackUserId": "U0LEASE001", "name": "lease-approver"}]
-    deployments.spec(
-        "dev-e2e-lease",
-        policy={"approvals": {"required": 1, "approvers": approvers, "channel": "C0DEVLEASE"}, "lockLeaseMinutes": 90},
-        resources={"buckets": [{"name": "bbws-e2e-lease-bucket"}]},
-    )
+    deployments.approval_spec("dev-e2e-lease", "U0LEASE001", "C0DEVLEASE")
     arn = deployments.start("dev-e2e-lease")
     approval = deployments.approval(arn)
     records = deployments.stack.records
@@ -75,12 +70,7 @@ def test_deployer_unlock_refuses_a_running_holder_and_frees_a_dead_one(deploymen
     from datetime import UTC, datetime
 
     # GIVEN a deployment waiting for its approval: RUNNING, holding its environment's lock
-    approvers = [{"slackUserId": "U0UNLOCK01", "name": "unlock-approver"}]
-    deployments.spec(
-        "dev-e2e-unlock",
-        policy={"approvals": {"required": 1, "approvers": approvers, "channel": "C0DEVUNLOCK"}, "lockLeaseMinutes": 90},
-        resources={"buckets": [{"name": "bbws-e2e-unlock-bucket"}]},
-    )
+    deployments.approval_spec("dev-e2e-unlock", "U0UNLOCK01", "C0DEVUNLOCK")
     arn = deployments.start("dev-e2e-unlock")
     approval = deployments.approval(arn)
     # WHEN someone unlocks it THEN `deployer unlock` refuses, naming the running deployment

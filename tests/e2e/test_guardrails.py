@@ -171,25 +171,15 @@ def test_lowering_prod_quorum_needs_the_previous_policys_quorum(deployments: Dep
     assert record["policyChange"]["diff"] == ["policy.approvals.required: 3 -> 2"]
 
 
-def dev_copy_with_approver(deployments: Deployments, environment: str, approver: str, required: int = 1) -> None:
-    approvers = [{"slackUserId": approver, "name": approver.lower()}]
-    policy = {"approvals": {"required": required, "approvers": approvers, "channel": "C0DEVAPPR1"}}
-    deployments.spec(
-        environment,
-        policy={**spec_data("dev")["policy"], **policy, "lockLeaseMinutes": 90},
-        resources={"buckets": [{"name": f"bbws-{environment}-bucket"}]},
-    )
-
-
 def test_changing_the_approvers_needs_the_previous_approvers_too(deployments: Deployments) -> None:
     # GIVEN a DEV-account environment that succeeded with U0APPROVEA as its approver
     environment = "dev-e2e-handover"
-    dev_copy_with_approver(deployments, environment, "U0APPROVEA")
+    deployments.approval_spec(environment, "U0APPROVEA", "C0DEVAPPR1")
     first = deployments.start(environment)
     deployments.click(deployments.approval(first), "U0APPROVEA")
     assert deployments.finish(first)["status"] == "SUCCEEDED"
     # WHEN its spec replaces the approver with U0APPROVEB and is deployed
-    dev_copy_with_approver(deployments, environment, "U0APPROVEB")
+    deployments.approval_spec(environment, "U0APPROVEB", "C0DEVAPPR1")
     arn = deployments.start(environment)
     approval = deployments.approval(arn)
     # THEN the new approver alone is not enough

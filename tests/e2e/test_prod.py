@@ -167,16 +167,13 @@ def test_a_change_made_during_the_window_wait_is_never_applied_unapproved(deploy
     # GIVEN an environment needing one approval, whose window opens half a minute from now (simulated)
     opens = next_local(deployments, "tue", "09:00", after=timedelta(minutes=1))
     window = {"timeZone": "Africa/Johannesburg", "weekdays": ["tue"], "start": "09:00", "end": "10:00"}
-    approvers = [{"slackUserId": "U0APPROVEW", "name": "window-approver"}]
-    bucket = "bbws-e2e-window-drift-bucket"
-    deployments.spec(
+    bucket = "bbws-dev-e2e-window-drift-bucket"
+    deployments.approval_spec(
         "dev-e2e-window-drift",
-        policy={
-            "approvals": {"required": 1, "approvers": approvers, "channel": "C0DEVWINDOW"},
-            "lockLeaseMinutes": 150,
-            "window": {**window, "maxWaitHours": 1},
-        },
-        resources={"buckets": [{"name": bucket}]},
+        "U0APPROVEW",
+        "C0DEVWINDOW",
+        lockLeaseMinutes=150,
+        window={**window, "maxWaitHours": 1},
     )
     deployments.sandbox.travel(opens - timedelta(seconds=30))
     try:

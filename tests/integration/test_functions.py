@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from deployer.models import DeploymentEvent
+from deployer.records import iso
 from deployer_cli import client
 from tests.sandbox_fixtures import Deployments, load_event
 
@@ -168,9 +170,8 @@ def test_a_reused_execution_name_never_finds_the_earlier_approval(
         policy={"approvals": {"required": 1, "approvers": approvers, "channel": "C0DEPLOY"}, "lockLeaseMinutes": 240},
     )
     earlier = copy.deepcopy(context)
-    earlier.update(
-        environment="dev-int-reuse", deploymentId="dev-int-reuse-1", executionStartedAt="2026-01-05T09:00:00Z"
-    )
+    started = datetime.now(UTC)
+    earlier.update(environment="dev-int-reuse", deploymentId="dev-int-reuse-1", executionStartedAt=iso(started))
     earlier["specVersion"] = client.push_spec(deployments.stack, deployments.spec_dir, "dev-int-reuse")
     earlier["policy"]["approvalsRequired"] = 1
     plan = {"add": 1, "change": 0, "unchanged": 0, "hash": "sha256:" + "ab" * 32, "summary": "Plan: 1 to add."}
@@ -180,7 +181,7 @@ def test_a_reused_execution_name_never_finds_the_earlier_approval(
     assert first is not None
     assert deployments.click(first, "U0AAA")["outcome"] == "approved"
     # WHEN a later execution of the same name (same deployment id, started later) reaches VerifyPlan
-    later = {**earlier, "executionStartedAt": "2026-04-06T09:00:00Z"}
+    later = {**earlier, "executionStartedAt": iso(started + timedelta(days=91))}
     claimed = {"decision": "approved", "approvalId": first.approval_id, "planHash": plan["hash"], "approvers": []}
     verified = invoke(deployments, "verify-plan", {"deployment": later, "approval": claimed})
     # THEN the earlier approval does not count for it: it opened none

@@ -109,6 +109,14 @@ def nesting_depth(text: str) -> int:
 
 def parse_request(raw: bytes, limit: int) -> ApiDeploymentRequest:
     """The POST body as a validated request, or an ApiError saying exactly what is wrong."""
+    try:
+        return ApiDeploymentRequest.model_validate(json_object(raw, limit))
+    except ValidationError as exc:
+        raise ApiError(400, "invalid deployment request", field_errors(exc)) from None
+
+
+def json_object(raw: bytes, limit: int) -> dict[str, Any]:
+    """A request body as a JSON object: within the size and nesting limits, or an ApiError saying what is wrong."""
     if len(raw) > limit:
         raise ApiError(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
     try:
@@ -128,10 +136,7 @@ def parse_request(raw: bytes, limit: int) -> ApiDeploymentRequest:
         raise ApiError(400, f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    try:
-        return ApiDeploymentRequest.model_validate(body)
-    except ValidationError as exc:
-        raise ApiError(400, "invalid deployment request", field_errors(exc)) from None
+    return body
 
 
 def ci_role_environment(caller: str, prefix: str) -> str | None:
@@ -275,17 +280,13 @@ def get_deployment(tooling: Tooling, deployment_id: str) -> dict[str, Any]:
     return deployment_view(deployment_id, record, execution, votes)
 
 
-def unlock_environment(tooling: Tooling, environment: str, raw: bytes, caller: str) -> dict[str, Any]:
+def unlock_environment(tooling: Tooling, environment: str, body: dict[str, Any], caller: str) -> dict[str, Any]:
     """Release a dead deployment's lock on ``environment``: refused while its execution runs; kept and announced."""
     if re.fullmatch(ENVIRONMENT_NAME, environment) is None:
         raise ApiError(
             400, "invalid environment", [{"field": "environment", "message": f"must match {ENVIRONMENT_NAME}"}]
         )
-    try:
-        body = json.loads(raw.decode() or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the request body is not JSON: {exc}") from None
-    reason = body.get("reason") if isinstance(body, dict) else None
+    reason = body.get("reason")
     if not isinstance(reason, str) or not MIN_REASON <= len(reason.strip()) <= MAX_REASON:
         raise ApiError(
             400,
@@ -346,15 +347,20 @@ def build_api(tooling: Tooling) -> APIGatewayRestResolver:
     def refuse(error: ApiError) -> Response[str]:
         return error.response()
 
+    def raw_body() -> bytes:
+        event = app.current_event
+        raw = event.body or ""
+        return base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+
+    def caller() -> str:
+        return app.current_event.request_context.identity.user_arn or UNKNOWN_CALLER
+
     @app.post("/deployments")
     def post_deployment() -> Response[str]:
         event = app.current_event
-        raw = event.body or ""
-        body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
-        request = parse_request(body, tooling.api_max_body_bytes)
-        caller = event.request_context.identity.user_arn or UNKNOWN_CALLER
+        request = parse_request(raw_body(), tooling.api_max_body_bytes)
         token = event.headers.get(TOKEN_HEADER)
-        status, answer = start_deployment(tooling, request, caller, token or None)
+        status, answer = start_deployment(tooling, request, caller(), token or None)
         url = _status_url(event.raw_event, answer["deploymentId"])
         return _json(status, {**answer, "statusUrl": url}, {"Location": url})
 
@@ -369,11 +375,8 @@ def build_api(tooling: Tooling) -> APIGatewayRestResolver:
 
     @app.post("/environments/<environment>/unlock")
     def post_unlock(environment: str) -> Response[str]:
-        event = app.current_event
-        raw = event.body or ""
-        body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
-        caller = event.request_context.identity.user_arn or UNKNOWN_CALLER
-        return _json(200, unlock_environment(tooling, environment, body, caller))
+        body = json_object(raw_body(), tooling.api_max_body_bytes)
+        return _json(200, unlock_environment(tooling, environment, body, caller()))
 
     @app.get("/guardrails")
     def get_guardrails() -> Response[str]:
