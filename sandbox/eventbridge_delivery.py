@@ -44,7 +44,8 @@ events on any bus. What AWS does and this module repeats:
   it. Express workflows send none, as on AWS. The changes are hooked, not polled: moto's
   interpreter (``execute_state_machine``) runs in this process and sets RUNNING in
   ``Execution.start`` and the final status in ``BaseExecutionWorkerCommunication.terminated``
-  (success, failure, timeout and StopExecution's abort all end there). A hook sees every
+  (success, failure, timeout and StopExecution's abort all end there; ``sfn_stop`` announces
+  an abort from StopExecution itself, and ``announce_end`` puts each end once). A hook sees every
   change exactly once and in order, the moment it happens, where a watcher would need a
   thread, a poll interval, and could miss a short execution's RUNNING.
 
@@ -94,6 +95,8 @@ from sandbox.lambda_runtime import FunctionConfig, LambdaRuntime
 logger = logging.getLogger(__name__)
 
 PATCHED = "__sandbox_eventbridge_delivery__"
+# Set on an execution whose final status change was put on the bus.
+ANNOUNCED = "__sandbox_end_announced__"
 # The sandbox's wait before a retry (then twice that); AWS waits 1 and then 2 minutes.
 DEFAULT_RETRY_DELAY_SECONDS = 1.0
 DEFAULT_MAX_RETRY_ATTEMPTS = 2
@@ -610,6 +613,16 @@ class EventBridgeDelivery:
             yield
 
 
+def announce_end(execution: Any) -> None:
+    """Put an execution's final status change on the bus, once: when StopExecution ends it, or its interpreter."""
+    delivery = EventBridgeDelivery.active
+    with _install_lock:
+        if delivery is None or getattr(execution, ANNOUNCED, False):
+            return
+        setattr(execution, ANNOUNCED, True)
+    delivery.execution_status_changed(execution, execution.status)
+
+
 # --- the patches ------------------------------------------------------------------------------------
 
 
@@ -663,7 +676,7 @@ def install() -> None:
             # so a test that saw the end and then drains waits for that event too.
             with delivery._held():
                 terminated(self)
-                delivery.execution_status_changed(self.execution, self.execution.status)
+                announce_end(self.execution)
 
         Rule.send_to_targets = send_to_targets_and_lambda  # type: ignore[method-assign]
         Execution.start = start_and_announce  # type: ignore[method-assign]

@@ -8,7 +8,8 @@ Three HTTP endpoints on 127.0.0.1:
   (``execute_state_machine``), which invokes Lambda through the same endpoint. Inside
   moto, ``eventbridge_delivery`` delivers events to Lambda targets (with Lambda's
   asynchronous retries and on-failure destinations) and puts Step Functions' execution
-  status changes on the default bus. ``call_counter``, outermost, counts every API call
+  status changes on the default bus, and ``sfn_stop`` makes StopExecution end an execution
+  at once, task-token waits included. ``call_counter``, outermost, counts every API call
   by account, service and operation.
 - ``api``: the template's API Gateway routes (``api_gateway``), stage included.
 - ``slack``: a fake Slack (``fake_slack``) that the functions post to and that records
@@ -40,7 +41,7 @@ from werkzeug.wrappers import Request, Response
 from deployer.spec import load_spec_file
 from deployer.specstore import SpecStore
 from deployer.windows import first_opening
-from sandbox import iam_policy, s3_ownership, sfn_names, sfn_roles
+from sandbox import iam_policy, s3_ownership, sfn_names, sfn_roles, sfn_stop
 from sandbox.accounts import (
     BOOTSTRAP_ROLE,
     TARGET_ACCOUNTS,
@@ -196,6 +197,7 @@ class Sandbox:
             self.log_dir, self._own_log_dir = Path(tempfile.mkdtemp(prefix="bbws-sandbox-")), True
         self.runtime = LambdaRuntime(base_env={}, log_dir=self.log_dir / "lambda", credentials=self._credentials)
         self.eventbridge.start(self.runtime)
+        sfn_stop.install()
         self.s3_replication.start()
         self.faults.switched = {
             "s3_replication": self.s3_replication,

@@ -550,6 +550,117 @@ def test_an_execution_sends_running_then_its_final_status_to_the_default_bus(
     assert {e["account"] for e in got.values()} == {TOOLING_ACCOUNT}
 
 
+# --- StopExecution (sandbox/sfn_stop.py) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_waiter(sandbox: Sandbox, make_queue: Callable[[str], Queue]) -> tuple[str, Queue]:
+    """A state machine that hands its task token to a queue and waits an hour for it."""
+    tokens = make_queue("test-stop-tokens")
+    definition = {
+        "StartAt": "Wait for a person",
+        "States": {
+            "Wait for a person": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": tokens.url, "MessageBody": {"token.$": "$$.Task.Token"}},
+                "TimeoutSeconds": 3600,
+                "End": True,
+            }
+        },
+    }
+    arn = _state_machine(sandbox, "test-stop-token-wait", definition)
+    send = {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": tokens.arn}
+    sandbox.client("iam").put_role_policy(
+        RoleName="test-sfn",
+        PolicyName="send-tokens",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [send]}),
+    )
+    return arn, tokens
+
+
+def _waiting(sandbox: Sandbox, arn: str, tokens: Queue, stopped: Queue) -> tuple[str, str]:
+    """Start an execution and return (its ARN, its task token) once it waits; its status changes go to ``stopped``."""
+    sfn, events = sandbox.client("stepfunctions"), sandbox.client("events")
+    pattern = {"source": ["aws.states"], "detail-type": [STATUS_CHANGE], "detail": {"stateMachineArn": [arn]}}
+    events.put_rule(Name="test-stop-statuses", EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="test-stop-statuses", Targets=[{"Id": "queue", "Arn": stopped.arn}])
+    execution = sfn.start_execution(stateMachineArn=arn, name=f"stop-{uuid.uuid4().hex[:8]}", input="{}")[
+        "executionArn"
+    ]
+    token = wait_for(tokens.bodies, "the task token")[0]["token"]
+    return execution, token
+
+
+def test_stopexecution_ends_a_task_token_wait_at_once_and_the_token_no_longer_completes_it(
+    sandbox: Sandbox, token_waiter: tuple[str, Queue], make_queue: Callable[[str], Queue]
+) -> None:
+    # GIVEN an execution waiting for a task token (an hour, as an approval waits hours)
+    arn, tokens = token_waiter
+    statuses = make_queue("test-stop-statuses")
+    execution, token = _waiting(sandbox, arn, tokens, statuses)
+    sfn = sandbox.client("stepfunctions")
+
+    # WHEN it is stopped, with an error and a cause
+    stopped = sfn.stop_execution(executionArn=execution, error="Operator.Stop", cause="wrong change ticket")
+
+    # THEN it is ABORTED from that moment, with StopExecution's date, error and cause
+    described = sfn.describe_execution(executionArn=execution)
+    assert described["status"] == "ABORTED"
+    assert described["stopDate"] == stopped["stopDate"]
+    assert (described["error"], described["cause"]) == ("Operator.Stop", "wrong change ticket")
+    # ... its token no longer completes the task, as AWS answers for a closed task
+    for send in (
+        lambda: sfn.send_task_success(taskToken=token, output="{}"),
+        lambda: sfn.send_task_failure(taskToken=token, error="Rejected"),
+        lambda: sfn.send_task_heartbeat(taskToken=token),
+    ):
+        with pytest.raises(sfn.exceptions.TaskTimedOut):
+            send()
+    # ... the ABORTED status change went to the default bus once, after RUNNING
+    _drain(sandbox)
+    changes = statuses.bodies()
+    assert [e["detail"]["status"] for e in changes] == ["RUNNING", "ABORTED"]
+    assert changes[1]["detail"]["stopDate"] == int(stopped["stopDate"].timestamp() * 1000)
+    assert (changes[1]["detail"]["error"], changes[1]["detail"]["cause"]) == ("Operator.Stop", "wrong change ticket")
+    # ... and the history ends with the abort: nothing of the woken wait's unwinding (moto's own
+    # thread records it as a TaskTimedOut and a failed execution) is recorded after it
+    history = sfn.get_execution_history(executionArn=execution)["events"]
+    assert [e["type"] for e in history] == [
+        "ExecutionStarted",
+        "TaskStateEntered",
+        "TaskScheduled",
+        "TaskStarted",
+        "TaskSubmitted",
+        "ExecutionAborted",
+    ]
+    assert history[-1]["executionAbortedEventDetails"] == {"error": "Operator.Stop", "cause": "wrong change ticket"}
+    after = sfn.describe_execution(executionArn=execution)
+    assert (after["status"], after["stopDate"], after["error"]) == ("ABORTED", stopped["stopDate"], "Operator.Stop")
+    _drain(sandbox)
+    assert statuses.bodies() == []
+
+
+def test_stopexecution_without_a_reason_and_on_an_ended_execution(
+    sandbox: Sandbox, token_waiter: tuple[str, Queue], make_queue: Callable[[str], Queue]
+) -> None:
+    # GIVEN an execution waiting for a task token
+    arn, tokens = token_waiter
+    execution, _ = _waiting(sandbox, arn, tokens, make_queue("test-stop-statuses-2"))
+    sfn = sandbox.client("stepfunctions")
+
+    # WHEN it is stopped without an error or a cause, and then stopped again
+    first = sfn.stop_execution(executionArn=execution)
+    sfn.stop_execution(executionArn=execution)
+
+    # THEN it is ABORTED with neither (AWS leaves the keys out), and the second stop changed nothing
+    described = sfn.describe_execution(executionArn=execution)
+    assert described["status"] == "ABORTED"
+    assert described["stopDate"] == first["stopDate"]
+    assert "error" not in described
+    assert "cause" not in described
+
+
 # --- the template's resources -------------------------------------------------------------------
 
 
