@@ -202,6 +202,12 @@ REVIEWED: tuple[Reviewed, ...] = (
         "SAM writes the EventInvokeConfig destination policy itself, without Version (and without variables).",
     ),
     Reviewed(
+        "NO_VERSION",
+        "template.yaml: CloseStoppedFunctionRole/CloseStoppedFunctionEventInvokeConfigOnFailureSQSPolicy",
+        "",
+        "SAM writes the EventInvokeConfig destination policy itself, without Version (and without variables).",
+    ),
+    Reviewed(
         "RESOURCE_MISMATCH",
         "template.yaml: DeploymentsApiFunctionRole/DeploymentsApiFunctionRolePolicy0",
         "states:DescribeExecution",

@@ -263,3 +263,84 @@ def test_invalid_spec_in_the_store_fails_with_spec_invalid_naming_file_and_field
     assert result["error"] == "SpecInvalid"
     assert f"s3://{bucket}/environments/dev-e2e-broken.yaml" in result["cause"]
     assert "resources.tables[0].partitionKey.type:" in result["cause"]
+
+
+def test_stopping_a_deployment_during_its_approval_wait_frees_the_lock_and_closes_it_aborted(
+    deployments: Deployments,
+) -> None:
+    # GIVEN a deployment waiting for its approval: RUNNING, holding its environment's lock
+    deployments.approval_spec("dev-e2e-abort", "U0ABORT001", "C0DEVABORT")
+    arn = deployments.start("dev-e2e-abort")
+    approval = deployments.approval(arn)
+    records, deployment_id = deployments.stack.records, arn.rsplit(":", 1)[1]
+    holder = records.lock_holder("dev-e2e-abort")
+    assert holder is not None
+    assert holder["deploymentId"] == deployment_id
+    # WHEN someone stops its execution (the console's "Stop execution")
+    deployments.sandbox.client("stepfunctions").stop_execution(executionArn=arn, cause="wrong change ticket")
+    # THEN the lock is freed and the record closed as ABORTED, without waiting out the lease
+    wait_for(lambda: records.lock_holder("dev-e2e-abort") is None, "the lock to be released")
+    record = records.get(deployment_id)
+    assert record is not None
+    assert (record["status"], record["executionStatus"], record["cause"]) == (
+        "ABORTED",
+        "ABORTED",
+        "wrong change ticket",
+    )
+    assert record["mutatingCalls"] == 0
+
+    # ... announced in the deployment's thread in the environment's channel
+    def announced() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in deployments.slack_messages()
+            if m.get("channel") == "C0DEVABORT" and "dev-e2e-abort deployment aborted" in m.get("text", "")
+        ]
+
+    (message,) = wait_for(announced, "the abort announced in Slack")
+    assert message["thread_ts"] == record["notifyThreadTs"]
+    text = json.dumps(message)
+    assert "Its record is closed as `ABORTED`." in text
+    assert "The dev-e2e-abort lock it held is released." in text
+    # ... `deployer status` says ABORTED
+    status = deployer(deployments, "status", arn, "--json")
+    assert status.returncode == 1
+    assert (json.loads(status.stdout)["status"], json.loads(status.stdout)["executionStatus"]) == ("ABORTED", "ABORTED")
+    # ... a late approval click approves nothing
+    deployments.click(approval, "U0ABORT001")
+    assert deployments.stack.client("stepfunctions").describe_execution(executionArn=arn)["status"] == "ABORTED"
+    # AND the next deployment of the environment takes the lock (it used to fail LockHeld until the lease ran out)
+    following = deployments.start("dev-e2e-abort")
+    deployments.click(deployments.approval(following), "U0ABORT001", "reject")
+    assert deployments.finish(following)["error"] == "ApprovalRejected"
+
+
+def test_stopping_a_deployment_while_it_provisions_keeps_the_lock_while_the_function_may_run(
+    deployments: Deployments,
+) -> None:
+    # GIVEN a deployment provisioning (its provisioning function held, as a slow AWS would)
+    environment = "dev-e2e-inflight"
+    deployments.spec(environment, resources={"buckets": [{"name": f"bbws-{environment}-bucket"}]})
+    records, sfn = deployments.stack.records, deployments.sandbox.client("stepfunctions")
+    with deployments.sandbox.runtime.paused(f"{deployments.sandbox.stack_name}-provision"):  # type: ignore[union-attr]
+        arn = deployments.start(environment)
+        wait_for(lambda: "ProvisionShard" in deployments.states_entered(arn), "provisioning to start")
+        deployment_id = arn.rsplit(":", 1)[1]
+        lease = records.lock_holder(environment)
+        assert lease is not None
+        # WHEN its execution is stopped while the function still runs (Step Functions does not stop it)
+        stopped = sfn.stop_execution(executionArn=arn)["stopDate"]
+
+        def announced() -> list[dict[str, Any]]:
+            return [m for m in deployments.slack_messages() if f"{environment} deployment aborted" in m.get("text", "")]
+
+        (message,) = wait_for(announced, "the abort announced in Slack")
+        # THEN the record is closed ABORTED, but the lock stays with it until the function cannot be running
+        record = records.get(deployment_id)
+        assert record is not None
+        assert record["status"] == "ABORTED"
+        holder = records.lock_holder(environment)
+        assert holder is not None
+        assert holder["deploymentId"] == deployment_id
+        assert stopped.timestamp() + 900 <= holder["lockExpiresAt"] < lease["lockExpiresAt"]
+        assert "ProvisionShard was still running when the execution ended" in json.dumps(message)

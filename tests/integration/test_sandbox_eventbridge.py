@@ -684,19 +684,39 @@ def test_the_notify_function_is_wired_as_the_template_says(sandbox: Sandbox) -> 
     assert config["MaximumEventAgeInSeconds"] == 3600
     assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
 
-    # ... and each of its EventBridgeRule events is a rule targeting it, on its bus
-    for bus, source in ((sandbox.outputs["EventBusName"], "bbws.deployer"), ("default", "aws.states")):
-        rules = [r for r in events.list_rules(EventBusName=bus)["Rules"] if "NotifyFunction" in r["Name"]]
-        assert len(rules) == 1, bus
-        assert json.loads(rules[0]["EventPattern"])["source"] == [source]
-        [target] = events.list_targets_by_rule(Rule=rules[0]["Name"], EventBusName=bus)["Targets"]
-        assert target["Arn"] == notify_arn
-        assert target["DeadLetterConfig"] == {"Arn": queue_arn}
-        assert target["RetryPolicy"] == {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 3600}
-    status_rule = next(r for r in events.list_rules()["Rules"] if "NotifyFunction" in r["Name"])
-    assert json.loads(status_rule["EventPattern"])["detail"] == {
-        "stateMachineArn": [sandbox.outputs["StateMachineArn"]]
+    # ... and its EventBridgeRule event is a rule targeting it, on the deployer's bus
+    bus = sandbox.outputs["EventBusName"]
+    (rule,) = [r for r in events.list_rules(EventBusName=bus)["Rules"] if "NotifyFunction" in r["Name"]]
+    assert json.loads(rule["EventPattern"])["source"] == ["bbws.deployer"]
+    [target] = events.list_targets_by_rule(Rule=rule["Name"], EventBusName=bus)["Targets"]
+    assert target["Arn"] == notify_arn
+    assert target["DeadLetterConfig"] == {"Arn": queue_arn}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 3600}
+
+
+def test_the_close_stopped_function_gets_the_deployment_machines_ends(sandbox: Sandbox) -> None:
+    # GIVEN the installed template
+    lambda_, events = sandbox.client("lambda"), sandbox.client("events")
+    close = lambda_.get_function(FunctionName=f"{sandbox.stack_name}-close-stopped")["Configuration"]["FunctionArn"]
+    queue_url = sandbox.outputs["NotifyDeadLetterQueueUrl"]
+    queue_arn = sandbox.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    # THEN a rule on the default bus hands it the state machine's ABORTED, TIMED_OUT and FAILED status changes
+    (rule,) = [r for r in events.list_rules()["Rules"] if "CloseStoppedFunction" in r["Name"]]
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.states"],
+        "detail-type": [STATUS_CHANGE],
+        "detail": {
+            "stateMachineArn": [sandbox.outputs["StateMachineArn"]],
+            "status": ["ABORTED", "TIMED_OUT", "FAILED"],
+        },
     }
+    [target] = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert (target["Arn"], target["DeadLetterConfig"]) == (close, {"Arn": queue_arn})
+    # ... and what it could not do after Lambda's retries is kept in the dead-letter queue
+    config = lambda_.get_function_event_invoke_config(FunctionName=f"{sandbox.stack_name}-close-stopped")
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
 
 
 def test_the_templates_monitoring_resources_are_installed(sandbox: Sandbox) -> None:
@@ -818,7 +838,7 @@ def test_a_stack_with_its_conditions_true_installs_the_conditional_resources(san
     order = installer.installed
     assert "GitHubOidcProvider" not in order
     assert order.index("DeployerApi") < order.index("GitHubCiDevRole")
-    assert order.index("DeploymentStateMachine") < order.index("NotifyFunctionExecutionStatus")
+    assert order.index("DeploymentStateMachine") < order.index("CloseStoppedFunctionExecutionEnded")
 
 
 def test_a_function_whose_code_is_missing_installs_and_fails_only_when_invoked(

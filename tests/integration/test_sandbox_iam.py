@@ -110,7 +110,7 @@ def readers_of(sandbox: Sandbox, function_role: Session, secret: str) -> set[str
             continue
         readers.add(logical_id)
     assert {code for _, code in refused} == {"AccessDeniedException"}
-    assert len(readers) + len(refused) == len(functions) == 20
+    assert len(readers) + len(refused) == len(functions) == 21
     return readers
 
 

@@ -48,6 +48,7 @@ def test_only_the_deployers_roles_may_put_its_events_on_its_bus() -> None:
         {"Fn::GetAtt": ["DeploymentStateMachineRole", "Arn"]},
         {"Fn::GetAtt": ["ApprovalRequestFunctionRole", "Arn"]},
         {"Fn::GetAtt": ["DeploymentsApiFunctionRole", "Arn"]},
+        {"Fn::GetAtt": ["CloseStoppedFunctionRole", "Arn"]},
     ]
     # AND those are the only roles whose policies put events on the bus
     putters = {
@@ -56,4 +57,9 @@ def test_only_the_deployers_roles_may_put_its_events_on_its_bus() -> None:
         for policy in resource.get("Properties", {}).get("Policies", [])
         if "EventBridgePutEventsPolicy" in str(policy) or "events:PutEvents" in str(policy)
     }
-    assert putters == {"DeploymentStateMachine", "ApprovalRequestFunction", "DeploymentsApiFunction"}
+    assert putters == {
+        "DeploymentStateMachine",
+        "ApprovalRequestFunction",
+        "DeploymentsApiFunction",
+        "CloseStoppedFunction",
+    }

@@ -36,8 +36,8 @@ from tests.unit.conftest import BASE_SPEC, records_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SUCCEEDED = json.loads((ROOT / "events" / "notify_deployment_succeeded.json").read_text())
-ABORTED = json.loads((ROOT / "events" / "notify_execution_aborted.json").read_text())
-PROD_ID = ABORTED["detail"]["name"]
+ABORTED = json.loads((ROOT / "events" / "notify_deployment_closed.json").read_text())
+PROD_ID = ABORTED["detail"]["deploymentId"]
 PROD_ARN = ABORTED["detail"]["executionArn"]
 SIT_ID = SUCCEEDED["detail"]["deploymentId"]
 SIT_ARN = SUCCEEDED["detail"]["executionArn"]
@@ -84,10 +84,13 @@ def outcome(status: str, environment: str = "prod", deployment_id: str = PROD_ID
     return detail
 
 
-def status_change(status: str, **extra: Any) -> dict[str, Any]:
+def closed(status: str, record: str = "closed", lock: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """CloseStoppedFunction's "Deployment Closed" for an execution that ended ``status``."""
     event = copy.deepcopy(ABORTED)
     event["id"] = str(uuid.uuid4())
-    event["detail"].update(status=status, **extra)
+    event["detail"].update(
+        executionStatus=status, record=record, lock=lock or {"outcome": "released", "inFlight": []}, **extra
+    )
     return event
 
 
@@ -376,29 +379,44 @@ def test_the_correlation_id_of_a_notification_is_its_deployment_id() -> None:
     assert jmespath.search(CORRELATION_PATH, ABORTED) == PROD_ID
 
 
-# ---------------------------------------------------------------- Step Functions status changes
-
-
-@pytest.mark.parametrize("status", ["RUNNING", "SUCCEEDED"])
-def test_status_changes_the_pipeline_announces_itself_are_not_posted(status: str) -> None:
-    assert notification_for(status_change(status), RUNNING_RECORD) is None
-    assert notification_for(status_change(status), None) is None
+# ---------------------------------------------------------------- executions that ended outside the pipeline
 
 
 @pytest.mark.parametrize(("status", "headline"), [("ABORTED", "aborted"), ("TIMED_OUT", "timed out")])
-def test_an_aborted_or_timed_out_run_says_the_lock_stays_held_and_how_to_check(status: str, headline: str) -> None:
-    # GIVEN a deployment stopped from outside while it ran
-    notification = notification_for(status_change(status), RUNNING_RECORD)
+def test_an_aborted_or_timed_out_run_says_its_record_closed_and_its_lock_released(status: str, headline: str) -> None:
+    # GIVEN a deployment stopped from outside while it ran, closed by CloseStoppedFunction
+    notification = notification_for(closed(status), RUNNING_RECORD)
     assert notification is not None
     text = text_of(notification)
-    # THEN the channel hears it, with the lock's fate and the command to check
+    # THEN the channel hears it, with what became of the record and the lock, and the command to check
     assert notification.text == f"prod deployment {headline} (deployment {PROD_ID}, requested by alice)"
-    assert "the lock stays held until its lease ends" in text
+    assert f"Its record is closed as `{status}`." in text
+    assert "The prod lock it held is released." in text
     assert f"Check with `deployer status {PROD_ARN}`" in text
     assert f"*Execution status*\\n`{status}`" in text
     assert "*Change ticket*\\nCHG-1234" in text
     assert CONSOLE + PROD_ARN in text
     assert (notification.alert, notification.terminal) == (True, True)
+
+
+def test_a_lock_kept_for_a_running_step_says_until_when_and_how_to_free_it_sooner() -> None:
+    lock = {"outcome": "kept", "until": "2026-11-26T09:45:00Z", "inFlight": ["Provision"]}
+    notification = notification_for(closed("ABORTED", lock=lock), RUNNING_RECORD)
+    assert notification is not None
+    text = text_of(notification)
+    assert "The prod lock stays held until <!date^1795686300^" in text
+    assert "Provision was still running when the execution ended" in text
+    assert "`deployer unlock --env prod --reason ...` frees it sooner" in text
+    assert "is released" not in text
+
+
+def test_a_lock_another_deployment_took_is_named() -> None:
+    lock = {"outcome": "not-held", "holder": "prod-20261126T100000Z-99999999"}
+    notification = notification_for(closed("TIMED_OUT", record="already-closed", lock=lock), None)
+    assert notification is not None
+    text = text_of(notification)
+    assert "It no longer held the prod lock: deployment `prod-20261126T100000Z-99999999` holds it." in text
+    assert "record is closed" not in text
 
 
 def test_the_sample_aborted_run_without_a_record_took_no_lock() -> None:
@@ -411,15 +429,9 @@ def test_the_sample_aborted_run_without_a_record_took_no_lock() -> None:
     assert notification.environment == "prod"
 
 
-def test_a_failure_the_pipeline_caught_is_not_posted_twice() -> None:
-    # GIVEN the record closed by RecordFailed (which published "Deployment Failed")
-    closed = {**RUNNING_RECORD, "status": "FAILED"}
-    assert notification_for(status_change("FAILED", error="PreflightFailed"), closed) is None
-
-
-def test_a_failure_that_escaped_every_catch_is_posted() -> None:
-    # GIVEN the execution failed while its record still says RUNNING
-    event = status_change(
+def test_a_failure_that_escaped_every_catch_is_posted_with_its_error() -> None:
+    # GIVEN the execution failed while its record still said RUNNING
+    event = closed(
         "FAILED",
         error="States.Runtime",
         cause="An error occurred while executing the state 'RecordFailed': the JSONPath '$.deployment' was not found",
@@ -430,14 +442,8 @@ def test_a_failure_that_escaped_every_catch_is_posted() -> None:
     assert notification.text.startswith("prod deployment failed outside the pipeline: States.Runtime")
     assert "*Error* `States.Runtime`" in text
     assert "the JSONPath '$.deployment' was not found" in text
-    assert "the lock stays held until its lease ends" in text
+    assert "Its record is closed as `FAILED`." in text
     assert notification.alert
-
-
-def test_a_failed_execution_that_never_opened_a_record_is_posted() -> None:
-    notification = notification_for(status_change("FAILED", error="States.Runtime"), None)
-    assert notification is not None
-    assert "took no lock" in text_of(notification)
 
 
 # ---------------------------------------------------------------- notify: channel, thread, once
@@ -661,22 +667,6 @@ def test_without_a_record_the_message_goes_to_the_channel_and_no_record_is_made(
     assert len(world.items("NOTIFIED#")) == 1
 
 
-def test_status_changes_are_filtered_by_the_record(world: World) -> None:
-    # GIVEN a deployment whose record the pipeline closed as FAILED
-    world.open_record()
-    world.tooling.records.update(PROD_ID, NOW, {"status": "FAILED"})
-    # WHEN Step Functions reports RUNNING, SUCCEEDED and FAILED
-    results = [world.notify(status_change(s)) for s in ("RUNNING", "SUCCEEDED", "FAILED")]
-    # THEN nothing is posted, and nothing marked as delivered
-    assert [r["status"] for r in results] == ["skipped"] * 3
-    assert world.posts == []
-    assert world.items("NOTIFIED#") == []
-    # WHEN it reports a run that was still RUNNING as FAILED
-    world.tooling.records.update(PROD_ID, NOW, {"status": "RUNNING"})
-    world.notify(status_change("FAILED", error="States.Runtime"))
-    assert "failed outside the pipeline: States.Runtime" in world.posts[0]["text"]
-
-
 def test_the_channel_is_that_of_the_spec_version_the_deployment_runs(world: World) -> None:
     # GIVEN PROD's spec changed channel after the deployment pinned its version
     world.open_record()
@@ -685,7 +675,7 @@ def test_the_channel_is_that_of_the_spec_version_the_deployment_runs(world: Worl
     world.notify(envelope("Deployment Succeeded", outcome("SUCCEEDED")))
     world.notify(envelope("Deployment Started", {**STARTED, "specVersion": newer}))
     world.tooling.records.table.delete_item(Key={"pk": f"DEPLOYMENT#{PROD_ID}", "sk": "RECORD"})
-    world.notify(status_change("TIMED_OUT"))
+    world.notify(closed("TIMED_OUT"))
     # THEN the record's pinned version, the event's version, and the latest decide in turn
     assert [p["channel"] for p in world.posts] == ["C0DEPLOYPROD", "#bbws-deploy-prod", "#bbws-deploy-prod"]
 
@@ -821,7 +811,7 @@ def test_no_task_token_or_secret_reaches_slack(world: World) -> None:
         envelope("Deployment Started", STARTED),
         envelope("Approval Requested", APPROVAL_REQUESTED),
         envelope("Incident Declared", {"deploymentId": PROD_ID, "environment": "prod", "error": "RollbackFailed"}),
-        status_change("ABORTED"),
+        closed("ABORTED"),
     ):
         world.notify(event)
     posted = json.dumps(world.posts)

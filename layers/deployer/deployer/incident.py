@@ -387,7 +387,7 @@ def _timeline(history: list[dict[str, Any]], record: Mapping[str, Any]) -> str:
             details = _event_details(event)
             what = str(details.get("error") or kind)
             message = error_message(details.get("cause"))
-            state = "execution" if kind.startswith("Execution") else f"**{_state_of(event, by_id)}**"
+            state = "execution" if kind.startswith("Execution") else f"**{state_of(event, by_id)}**"
             lines.append(f"- `{at}` {state} failed ({kind}): {what}" + (f": {_clip(message)}" if message else ""))
     if not lines:
         lines = ["_No execution history was available._"]
@@ -408,7 +408,7 @@ def _event_details(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
-def _state_of(event: Mapping[str, Any], by_id: Mapping[Any, Mapping[str, Any]]) -> str:
+def state_of(event: Mapping[str, Any], by_id: Mapping[Any, Mapping[str, Any]]) -> str:
     # A failure event links back (TaskFailed -> TaskStarted -> TaskScheduled -> TaskStateEntered) to its state.
     seen: set[Any] = set()
     current = by_id.get(event.get("previousEventId"))

@@ -1,13 +1,10 @@
 """Slack notifications: every pipeline event, one thread per deployment.
 
-NotifyFunction (template.yaml) receives two kinds of EventBridge events:
-
-- the pipeline's own (source ``bbws.deployer``): the state machine's putEvents tasks and
-  the approval gate's "Approval Requested";
-- Step Functions' "Execution Status Change" (source ``aws.states``). RUNNING, SUCCEEDED and
-  most FAILED ones repeat what the pipeline announces itself, so only what it cannot say is
-  posted: ABORTED and TIMED_OUT (no Catch runs for them), and FAILED while the record still
-  says RUNNING (the failure got past every Catch, so nothing published "Deployment Failed").
+NotifyFunction (template.yaml) receives the pipeline's events (source ``bbws.deployer``): the
+state machine's putEvents tasks, the approval gate's "Approval Requested", the API's "Lock
+Released", and "Deployment Closed" from CloseStoppedFunction, which reports an execution that
+ended outside the pipeline (aborted, timed out, or failed past every Catch) once it has closed
+its record and freed its lock (``deployer.stopped``).
 
 Threading: the first notification posted for a deployment goes to the channel, and its ts is
 kept on the deployment record as ``notifyThreadTs`` by a conditional write. Later ones reply
@@ -49,8 +46,6 @@ from deployer.slack import HEADER_LIMIT, SECTION_TEXT_LIMIT, clip, escape, execu
 from deployer.spec import ENVIRONMENT_NAME, EnvironmentSpec
 from deployer.tooling import Tooling
 
-STATUS_SOURCE = "aws.states"
-STATUS_CHANGE = "Step Functions Execution Status Change"
 # Block Kit: at most 10 fields per section, 2000 characters each.
 MAX_FIELDS = 10
 FIELD_LIMIT = 2000
@@ -313,6 +308,40 @@ def _lock_released(detail: Detail, _: Record, about: _About) -> _Draft:
     return draft
 
 
+def _closed(detail: Detail, _: Record, about: _About) -> _Draft:
+    """CloseStoppedFunction's report on an execution that ended outside the pipeline (deployer.stopped)."""
+    status, env = str(detail.get("executionStatus") or "?"), escape(about.env)
+    if status == "ABORTED":
+        draft = _Draft(":octagonal_sign:", f"{about.env} deployment aborted")
+    elif status == "TIMED_OUT":
+        draft = _Draft(":hourglass:", f"{about.env} deployment timed out")
+    else:
+        error = _str(detail.get("error"))
+        draft = _Draft(":x:", f"{about.env} deployment failed outside the pipeline" + (f": {error}" if error else ""))
+    draft.alert = draft.terminal = True
+    draft.facts.append(("Execution status", f"`{escape(status)}`"))
+    draft.lines.extend(_error_lines(detail.get("error"), detail.get("cause")))
+    record, lock = detail.get("record"), detail.get("lock") or {}
+    if record == "none":
+        draft.lines.append("It stopped before its deployment record was opened: it took no lock and changed nothing.")
+    elif record == "closed":
+        draft.lines.append(f"Its record is closed as `{escape(status)}`.")
+    if lock.get("outcome") == "released":
+        draft.lines.append(f"The {env} lock it held is released.")
+    elif lock.get("outcome") == "kept":
+        running = ", ".join(escape(str(s)) for s in lock.get("inFlight") or []) or "a step"
+        draft.lines.append(
+            f"The {env} lock stays held until {_date(lock.get('until'))}: {running} was still running when the "
+            "execution ended, and Step Functions does not stop a running function. The lock frees itself then; "
+            f"once you have checked what it changed, `deployer unlock --env {env} --reason ...` frees it sooner."
+        )
+    elif record != "none" and _str(lock.get("holder")):
+        draft.lines.append(f"It no longer held the {env} lock: deployment `{escape(str(lock['holder']))}` holds it.")
+    if about.execution_arn:
+        draft.lines.append(f"Check with `deployer status {escape(about.execution_arn)}`.")
+    return draft
+
+
 PIPELINE_EVENTS: dict[str, Callable[[Detail, Record, _About], _Draft]] = {
     "Deployment Started": _started,
     "Approval Requested": _approval_requested,
@@ -324,91 +353,38 @@ PIPELINE_EVENTS: dict[str, Callable[[Detail, Record, _About], _Draft]] = {
     "Rollback Completed": _rollback_completed,
     "Incident Declared": _incident,
     "Lock Released": _lock_released,
+    "Deployment Closed": _closed,
 }
-
-
-# ---------------------------------------------------------------- Step Functions' status changes
-
-
-def _status_change(detail: Detail, record: Record | None, about: _About) -> _Draft | None:
-    status = detail.get("status")
-    if status == "FAILED" and record is not None and record.get("status") != "RUNNING":
-        return None  # the pipeline caught it, closed the record and published "Deployment Failed"
-    env = about.env
-    if status == "ABORTED":
-        draft = _Draft(":octagonal_sign:", f"{env} deployment aborted")
-    elif status == "TIMED_OUT":
-        draft = _Draft(":hourglass:", f"{env} deployment timed out")
-    elif status == "FAILED":
-        error = _str(detail.get("error"))
-        draft = _Draft(":x:", f"{env} deployment failed outside the pipeline" + (f": {error}" if error else ""))
-        draft.lines.extend(_error_lines(error, detail.get("cause")))
-    else:
-        return None  # RUNNING and SUCCEEDED: the pipeline says so itself
-    draft.alert = draft.terminal = True
-    draft.facts.append(("Execution status", f"`{escape(str(status))}`"))
-    if record is None:
-        draft.lines.append("It stopped before its deployment record was opened: it took no lock and changed nothing.")
-    else:
-        draft.lines.append(
-            f"The pipeline did not get to clean up: the record stays RUNNING and, if this deployment held the "
-            f"{escape(env)} environment lock, the lock stays held until its lease ends."
-        )
-    if about.execution_arn:
-        draft.lines.append(f"Check with `deployer status {escape(about.execution_arn)}`.")
-    return draft
 
 
 # ---------------------------------------------------------------- building the message
 
 
-def _input(detail: Detail) -> dict[str, Any]:
-    """A status change's execution input (a JSON string); the caller's request is under ``input``."""
-    try:
-        data = json.loads(str(detail.get("input") or "{}"))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def deployment_id_of(event: Mapping[str, Any]) -> str | None:
-    """The deployment an event is about: detail.deploymentId, or the execution's name for a status change."""
+    """The deployment an event is about (detail.deploymentId)."""
     detail = event.get("detail")
-    if not isinstance(detail, dict):
-        return None
-    if event.get("source") == STATUS_SOURCE:
-        return _str(detail.get("name"))
-    return _str(detail.get("deploymentId"))
+    return _str(detail.get("deploymentId")) if isinstance(detail, dict) else None
 
 
 def notification_for(event: Mapping[str, Any], record: Record | None = None) -> Notification | None:
     """The Slack message for an EventBridge event, or None if there is nothing to post.
 
-    ``record`` is the deployment's record, None if it has none. It fills in what the event
-    does not carry, and decides whether a FAILED status change is news (only while the record
-    still says RUNNING, or if the execution never opened one).
+    ``record`` is the deployment's record, None if it has none: it fills in what the event does not carry.
     """
-    detail, detail_type, source = event.get("detail"), event.get("detail-type"), event.get("source")
-    if not isinstance(detail, dict):
+    detail, detail_type = event.get("detail"), event.get("detail-type")
+    if not isinstance(detail, dict) or event.get("source") != SOURCE or detail_type not in PIPELINE_EVENTS:
         return None
     known = record or {}
-    if source == SOURCE and isinstance(detail_type, str) and detail_type in PIPELINE_EVENTS:
-        about = _about(detail, known, {}, event)
-        draft: _Draft | None = PIPELINE_EVENTS[detail_type](detail, known, about)
-    elif source == STATUS_SOURCE and detail_type == STATUS_CHANGE:
-        about = _about(detail, known, _input(detail), event)
-        draft = _status_change(detail, record, about)
-    else:
-        return None
-    return _render(draft, about) if draft else None
+    about = _about(detail, known, event)
+    return _render(PIPELINE_EVENTS[str(detail_type)](detail, known, about), about)
 
 
-def _about(detail: Detail, record: Record, request: Mapping[str, Any], event: Mapping[str, Any]) -> _About:
+def _about(detail: Detail, record: Record, event: Mapping[str, Any]) -> _About:
     return _About(
         deployment_id=deployment_id_of(event),
-        environment=_first(detail.get("environment"), record.get("environment"), request.get("environment")),
-        requested_by=_first(detail.get("requestedBy"), record.get("requestedBy"), request.get("requestedBy")),
-        change_ticket=_first(detail.get("changeTicket"), record.get("changeTicket"), request.get("changeTicket")),
+        environment=_first(detail.get("environment"), record.get("environment")),
+        requested_by=_first(detail.get("requestedBy"), record.get("requestedBy")),
+        change_ticket=_first(detail.get("changeTicket"), record.get("changeTicket")),
         execution_arn=_first(detail.get("executionArn"), record.get("executionArn")),
         spec_version=_str(detail.get("specVersion")),
     )

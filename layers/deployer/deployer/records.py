@@ -142,15 +142,35 @@ class RecordStore:
         return dict(json.loads(item["requester"])) if item else None
 
     def update(self, deployment_id: str, now: datetime, fields: dict[str, Any]) -> None:
+        self._set(deployment_id, now, fields)
+
+    def close(self, deployment_id: str, now: datetime, fields: dict[str, Any]) -> bool:
+        """Set ``fields`` (a final status among them) only if the record still says RUNNING; False if not."""
+        try:
+            self._set(deployment_id, now, fields, only_running=True)
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def _set(self, deployment_id: str, now: datetime, fields: dict[str, Any], only_running: bool = False) -> None:
         values = {**self._spill(deployment_id, _encode(fields)), "updatedAt": iso(now)}
         names = {f"#f{i}": k for i, k in enumerate(values)}
+        values_by_name = {f":v{i}": v for i, v in enumerate(values.values())}
+        condition = {}
+        if only_running:
+            names["#status"] = "status"
+            values_by_name[":running"] = "RUNNING"
+            condition = {"ConditionExpression": "#status = :running"}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
         with transient_errors():
             self.table.update_item(
                 Key=deployment_key(deployment_id),
                 UpdateExpression=expression,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(values.values())},
+                ExpressionAttributeValues=values_by_name,
+                **condition,
             )
 
     def _spill(self, deployment_id: str, encoded: dict[str, Any]) -> dict[str, Any]:
@@ -375,6 +395,24 @@ class RecordStore:
         with transient_errors():
             item = self.table.get_item(Key=_lock_key(environment), ConsistentRead=True).get("Item")
         return _decode(item) if item else None
+
+    def keep_lock_until(self, environment: str, deployment_id: str, until: datetime) -> bool:
+        """Make this deployment's lease end at ``until`` (never later than it did); False if it does not hold it."""
+        epoch = int(until.timestamp())
+        try:
+            with transient_errors():
+                self.table.update_item(
+                    Key=_lock_key(environment),
+                    UpdateExpression="SET lockExpiresAt = :until",
+                    ConditionExpression="deploymentId = :me AND lockExpiresAt >= :until",
+                    ExpressionAttributeValues={":me": deployment_id, ":until": epoch},
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            holder = self.lock_holder(environment)
+            return holder is not None and holder.get("deploymentId") == deployment_id
+        return True
 
     def release_lock(self, environment: str, deployment_id: str) -> bool:
         """Release the lease if this deployment holds it; another holder's lease is left alone."""

@@ -9,7 +9,7 @@ from typing import Any
 from deployer.approvals import Vote
 from deployer.records import iso
 
-# Step Functions' terminal statuses; TIMED_OUT and ABORTED end a deployment as FAILED.
+# Step Functions' terminal statuses; a deployment ended TIMED_OUT or ABORTED keeps that status.
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
@@ -44,8 +44,8 @@ def deployment_view(
     record = record or {}
     execution_status = (execution or {}).get("status")
     status = record.get("status") or execution_status or "UNKNOWN"
-    if execution_status in ("TIMED_OUT", "ABORTED"):
-        status = "FAILED"
+    if execution_status in ("TIMED_OUT", "ABORTED") and status == "RUNNING":
+        status = execution_status  # until CloseStoppedFunction closes the record as that
     plan = record.get("plan", {})
     return {
         "deploymentId": deployment_id,
