@@ -257,6 +257,11 @@ def test_a_lock_is_kept_while_an_invocation_may_still_be_running(tooling: Toolin
     record = tooling.records.get(ID)
     assert record is not None
     assert record["status"] == "ABORTED"
+    assert result["eventId"]
+    # WHEN the same event is delivered again THEN the lock is as it was and nothing is announced twice
+    again = close_stopped(status_change("ABORTED"), tooling)
+    assert again["lock"] == result["lock"]
+    assert "eventId" not in again
 
 
 def test_an_invocation_past_its_timeout_does_not_keep_the_lock(tooling: Tooling) -> None:

@@ -161,21 +161,27 @@ def _close_record(tooling: Tooling, change: StatusChange, record: Mapping[str, A
     return "closed" if tooling.records.close(change.name, clock.now(), fields) else "already-closed"
 
 
-def _free_lock(tooling: Tooling, environment: str, deployment_id: str, execution_arn: str) -> dict[str, Any]:
-    """Release the lock if the deployment holds it, or keep it while one of its invocations may still run."""
+def _free_lock(
+    tooling: Tooling, environment: str, deployment_id: str, execution_arn: str
+) -> tuple[dict[str, Any], bool]:
+    """Release the lock if the deployment holds it, or keep it while one of its invocations may still run.
+
+    Returns what became of the lock, and whether this call changed it.
+    """
     holder = tooling.records.lock_holder(environment)
     if holder is None or holder.get("deploymentId") != deployment_id:
-        return {"outcome": "not-held", "holder": holder.get("deploymentId") if holder else None}
+        return {"outcome": "not-held", "holder": holder.get("deploymentId") if holder else None}, False
     running = in_flight(execution_history(tooling.sfn, execution_arn))
-    until = max((f.over_by for f in running), default=None)
     states = sorted({f.state for f in running})
-    if until is not None:  # in whole seconds, as the lease is kept, and never beyond the lease it has
-        until = min(until.replace(microsecond=0), datetime.fromtimestamp(int(holder.get("lockExpiresAt", 0)), UTC))
+    lease = datetime.fromtimestamp(int(holder.get("lockExpiresAt", 0)), UTC)
+    # In whole seconds, as the lease is kept, and never beyond the lease it has.
+    until = min([max(f.over_by for f in running).replace(microsecond=0), lease]) if running else None
     if until is not None and until > clock.now():
-        kept = tooling.records.keep_lock_until(environment, deployment_id, until)
-        return {"outcome": "kept" if kept else "not-held", "until": iso(until), "inFlight": states}
+        if not tooling.records.keep_lock_until(environment, deployment_id, until):
+            return {"outcome": "not-held", "holder": None}, False
+        return {"outcome": "kept", "until": iso(until), "inFlight": states}, until < lease
     released = tooling.records.release_lock(environment, deployment_id)
-    return {"outcome": "released" if released else "not-held", "inFlight": states}
+    return {"outcome": "released" if released else "not-held", "inFlight": states}, released
 
 
 def close_stopped(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
@@ -191,9 +197,10 @@ def close_stopped(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     record = tooling.records.get(change.name)
     environment = _environment(change, record)
     outcome = _close_record(tooling, change, record)
-    lock = {"outcome": "not-held", "holder": None}
+    lock: dict[str, Any] = {"outcome": "not-held", "holder": None}
+    freed = False
     if record is not None:
-        lock = _free_lock(tooling, str(record["environment"]), change.name, change.execution_arn)
+        lock, freed = _free_lock(tooling, str(record["environment"]), change.name, change.execution_arn)
     asked = record or change.request()
     detail = {
         "deploymentId": change.name,
@@ -207,6 +214,6 @@ def close_stopped(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         "record": outcome,
         "lock": lock,
     }
-    if outcome in ("closed", "none") or lock["outcome"] in ("released", "kept"):
+    if outcome in ("closed", "none") or freed:  # a re-delivered event changes nothing and says nothing
         detail["eventId"] = publish(tooling.events, tooling.event_bus, CLOSED, detail)
     return detail
