@@ -20,10 +20,13 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.accounts import TARGET_ACCOUNTS
 
-CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/")
+CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/")
 ALL_ENVIRONMENTS = sorted(TARGET_ACCOUNTS)
 FAULTS_PATH = "/_sandbox/faults"
 SLOW_WRITE_SECONDS = 1.5  # above the default latencyThresholdMs (1000)
+PRIMARY_REGION = "af-south-1"
+# A hung create is answered (503) after this long at most: past Lambda's longest timeout and its margin.
+HANG_SECONDS = 960
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Call:
 
     service: str
     account: str
+    region: str
     method: str
     path: str
     args: dict[str, str]
@@ -150,6 +154,35 @@ class _FirstAttemptFails:
         return _s3_error("SlowDown", "Please reduce your request rate", 503)
 
 
+@dataclass
+class _CreatesHang:
+    """Creating a bucket or a table in the primary region hangs until the fault is cleared, then answers 503.
+
+    The provisioning function times out first (Lambda stops it; nothing was created). In PROD
+    the failover region is provisioned before the primary one, so its changes are what the
+    rollback has to undo. At most HANG_SECONDS, so a forgotten fault cannot hold a thread forever.
+    """
+
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, call: Call) -> Response | None:
+        if call.region != PRIMARY_REGION:
+            return None
+        if call.s3_create_bucket():
+            self.released.wait(HANG_SECONDS)
+            return _s3_error("ServiceUnavailable", "Service is unable to handle request", 503)
+        if call.dynamodb("CreateTable"):
+            self.released.wait(HANG_SECONDS)
+            return _dynamodb_error("InternalServerError", "Internal server error", 500)
+        return None
+
+    def arm(self) -> None:
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+
 def _tags_not_applied(call: Call) -> Response | None:
     if call.s3_subresource("tagging") or call.dynamodb("TagResource"):
         return _swallowed(call)
@@ -207,6 +240,16 @@ CATALOGUE = [
         answer=_bucket_limit_reached,
     ),
     Fault(
+        name="provisioning-hangs",
+        criterion="serviceUnavailable",
+        expected="ROLLED_BACK",
+        description=(
+            "creating a bucket or table in the primary region hangs until the provisioning function times out "
+            "(PROD: after the failover region changed)"
+        ),
+        answer=_CreatesHang(),
+    ),
+    Fault(
         name="replication-stalled",
         criterion="replicationFailure",
         expected="ROLLED_BACK",
@@ -248,6 +291,8 @@ class FaultInjector:
             raise KeyError(f"no fault named {name!r}; known: {', '.join(sorted(self.catalogue))}")
         with self._lock:
             self.active.add(name)
+        if isinstance(fault.answer, _CreatesHang):
+            fault.answer.arm()
         for emulation in fault.pauses:
             self.switched[emulation].pause()
         return fault
@@ -257,6 +302,9 @@ class FaultInjector:
             paused = [name for fault in self.active for name in self.catalogue[fault].pauses]
             self.active.clear()
             self.injected.clear()
+        for fault in self.catalogue.values():
+            if isinstance(fault.answer, _CreatesHang):
+                fault.answer.release()  # hung requests are answered now
         for name in paused:
             self.switched[name].resume()
 
@@ -275,8 +323,9 @@ class FaultInjector:
         if account not in TARGET_ACCOUNTS.values():
             return None
         call = Call(
-            service=match.group(2),
+            service=match.group(3),
             account=account,
+            region=match.group(2),
             method=request.method,
             path=request.path,
             args={k: request.args[k] for k in request.args},

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
+import yaml
+
 from deployer.spec import DeploymentWindow
 from deployer.windows import first_opening
-from tests.sandbox_fixtures import TARGET_ACCOUNTS, Deployments, EventCapture, wait_for
+from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture, wait_for
 
 PROD = TARGET_ACCOUNTS["prod"]
 
@@ -222,3 +225,49 @@ def test_scheduled_deployment_is_announced_then_waits_for_its_time(
     assert announced
     assert announced[0]["detail"]["changeTicket"] == "CHG-302"
     assert announced[0]["detail"]["expectedDowntime"] == "none"
+
+
+def test_a_provisioning_timeout_in_the_second_region_rolls_back_the_first(deployments: Deployments) -> None:
+    # GIVEN a PROD change adding a bucket in each region (failover first), whose primary-region create hangs
+    # until the provisioning function times out (the game-day fault; the function's timeout cut to seconds)
+    deployments.sandbox.travel_to_window("prod")
+    spec = yaml.safe_load((REPO / "environments" / "prod.yaml").read_text())
+    spec["resources"]["buckets"] += [
+        {"name": "bbws-prod-timeout-bucket"},
+        {"name": "bbws-prod-timeout-bucket-failover", "region": "failover"},
+    ]
+    path = deployments.spec_dir / "prod.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    runtime = deployments.sandbox.runtime
+    assert runtime is not None
+    provision = f"{deployments.sandbox.stack_name}-provision"
+    configured = runtime.functions[provision]
+    runtime.functions[provision] = dataclasses.replace(configured, timeout_seconds=3)
+    deployments.sandbox.faults.inject("provisioning-hangs")
+    try:
+        arn = deployments.start(
+            "prod", requested_by="alice", change_ticket="CHG-303", promotion_override="CAB-approved test CHG-303"
+        )
+        approval = deployments.approval(arn)
+        for approver in ("senior-engineer-1", "senior-engineer-2", "senior-engineer-3"):
+            deployments.click(approval, approver)
+        result = deployments.finish(arn)
+    finally:
+        deployments.sandbox.faults.clear()
+        runtime.functions[provision] = configured
+        path.unlink()
+    # THEN the timeout reached the rollback decision with what the failover region had applied
+    assert result["status"] == "ROLLED_BACK", result
+    assert result["error"] == "Sandbox.Timedout"
+    decision = result["decision"]
+    assert decision["criterion"] == "serviceUnavailable"
+    assert decision["applied"] == {"eu-west-1": ["add bucket bbws-prod-timeout-bucket-failover"]}
+    states = deployments.states_entered(arn)
+    assert states.index("DecideRollback") > states.index("ProvisionShard")
+    assert "Validate" not in states
+    # AND the failover region is as it was: its new, empty bucket removed; the primary one never created
+    removed = [a for a in result["rollback"]["actions"] if a["name"] == "bbws-prod-timeout-bucket-failover"]
+    assert [(a["action"], a["status"]) for a in removed] == [("remove-bucket", "done")]
+    buckets = [b["Name"] for b in deployments.target_client("s3", account=PROD).list_buckets()["Buckets"]]
+    assert "bbws-prod-timeout-bucket-failover" not in buckets
+    assert "bbws-prod-timeout-bucket" not in buckets

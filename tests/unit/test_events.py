@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from deployer.approval_steps import request_approval
@@ -67,6 +68,15 @@ def test_a_throttled_call_is_transient() -> None:
     stub.add_client_error("put_events", service_error_code="ThrottlingException", http_status_code=400)
     with stub, pytest.raises(TransientAwsError, match="ThrottlingException"):
         publish(client, BUS, APPROVAL_REQUESTED, {"deploymentId": SIT_ID})
+
+
+def test_a_limit_reached_is_not_transient() -> None:
+    # Runbook section 9: a limit hit is resource exhaustion, to decide on, not to retry as a network glitch
+    client, stub = stubbed_events()
+    stub.add_client_error("put_events", service_error_code="LimitExceededException", http_status_code=400)
+    with stub, pytest.raises(ClientError, match="LimitExceededException") as raised:
+        publish(client, BUS, APPROVAL_REQUESTED, {"deploymentId": SIT_ID})
+    assert not isinstance(raised.value, TransientAwsError)
 
 
 def test_without_a_bus_nothing_is_published() -> None:

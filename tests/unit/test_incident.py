@@ -11,6 +11,7 @@ import pytest
 from deployer.incident import (
     Decision,
     Finding,
+    applied_so_far,
     changed_resources,
     classify,
     decide,
@@ -271,6 +272,45 @@ def test_errors_before_any_change_have_nothing_to_roll_back(error: str) -> None:
 
     # THEN no runbook criterion applies
     assert findings == []
+
+
+def test_a_refused_plan_after_another_region_changed_is_a_half_applied_configuration_error() -> None:
+    # GIVEN the failover region was provisioned, then the primary region's plan was refused
+    cause = lambda_cause("PlanRejected", f"{BUCKET}: its replication rule names a bucket of another account")
+    # WHEN classified as it stopped before any change, and after one
+    assert classify([], "PlanRejected", cause, set()) == []
+    (finding,) = classify([], "PlanRejected", cause, set(), applied=True)
+    # THEN the half-applied deployment rolls back as a configuration error, saying why
+    assert (finding.criterion, finding.resource) == ("configurationError", "deployment")
+    assert finding.detail.startswith("the deployment stopped part-way: PlanRejected after changes were applied: ")
+
+
+def test_a_lost_lock_never_rolls_back_even_after_changes() -> None:
+    assert classify([], "LockLost", lambda_cause("LockLost", "locked by deployment x"), set(), applied=True) == []
+
+
+@pytest.mark.parametrize("error", ["Sandbox.Timedout", "States.Timeout", "Lambda.Unknown", "States.TaskFailed"])
+def test_a_function_that_timed_out_or_died_fails_safe_as_service_unavailability(error: str) -> None:
+    # GIVEN Provision's function timed out (its changes so far unrecorded)
+    findings = classify([], error, "Task timed out after 900.00 seconds", set(), applied=False)
+    # THEN it is classified fail-safe, which rolls back what the rollback finds changed
+    assert [(f.criterion, f.resource) for f in findings] == [("serviceUnavailable", "deployment")]
+
+
+def test_applied_so_far_lists_each_regions_changes_and_leaves_unchanged_out() -> None:
+    record = {
+        "provisioned": {
+            FAILOVER: {
+                "resources": [
+                    {"kind": "bucket", "name": f"{BUCKET}-failover", "action": "add"},
+                    {"kind": "table", "name": TABLE, "action": "unchanged"},
+                ]
+            },
+            PRIMARY: {"resources": [{"kind": "table", "name": TABLE, "action": "unchanged"}]},
+        }
+    }
+    assert applied_so_far(record) == {FAILOVER: [f"add bucket {BUCKET}-failover"]}
+    assert applied_so_far({}) == {}
 
 
 def test_validation_failed_without_recorded_checks_is_classified_from_its_message() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -11,8 +13,10 @@ from sandbox.faults import CATALOGUE, Call, FaultInjector
 DEV = "536580886816"
 
 
-def call(method: str, path: str, service: str = "s3", target: str = "", **args: str) -> Call:
-    return Call(service=service, account=DEV, method=method, path=path, args=args, target=target)
+def call(
+    method: str, path: str, service: str = "s3", target: str = "", region: str = "af-south-1", **args: str
+) -> Call:
+    return Call(service=service, account=DEV, region=region, method=method, path=path, args=args, target=target)
 
 
 @dataclass
@@ -62,6 +66,24 @@ def test_switch_faults_pause_the_emulations_until_cleared() -> None:
     injector.clear()
     assert emulation.log == ["pause", "pause", "resume", "resume"]
     assert injector.active == set()
+
+
+def test_a_hung_create_in_the_primary_region_is_answered_503_when_the_fault_is_cleared() -> None:
+    injector = FaultInjector()
+    hang = injector.inject("provisioning-hangs").answer
+    # Another region, another call: not this fault's
+    assert hang(call("PUT", "/bbws-prod-new-failover", region="eu-west-1")) is None
+    assert hang(call("PUT", "/bbws-prod-new", versioning="")) is None
+    # A create in the primary region waits until the fault is cleared, then fails
+    answers: list[Any] = []
+    create = call("POST", "/", service="dynamodb", target="DynamoDB_20120810.CreateTable")
+    waiting = threading.Thread(target=lambda: answers.append(hang(create)))
+    waiting.start()
+    injector.clear()
+    waiting.join(timeout=60)
+    assert [a.status_code for a in answers] == [500]
+    # ... and once cleared it holds nothing back (a forgotten fault never holds a thread)
+    assert hang(call("PUT", "/bbws-prod-new")).status_code == 503  # type: ignore[union-attr]
 
 
 def test_an_unknown_fault_is_refused_naming_the_known_ones() -> None:

@@ -39,9 +39,9 @@ TRANSIENT_CODES = frozenset(
         "InternalError",
         "InternalServerError",
         "RequestTimeout",
-        "LimitExceededException",
     }
 )
+# Not among them: LimitExceededException, a limit reached (runbook section 9: resource exhaustion).
 
 
 def retry_config() -> Config:

@@ -147,7 +147,11 @@ class Decision:
 
 
 def classify(
-    failed_checks: list[dict[str, Any]], error: str | None, cause: str | None, changed_policies: set[str]
+    failed_checks: list[dict[str, Any]],
+    error: str | None,
+    cause: str | None,
+    changed_policies: set[str],
+    applied: bool = False,
 ) -> list[Finding]:
     """Map failed checks and the execution's error to runbook section 9 criteria, one finding per failure.
 
@@ -156,15 +160,19 @@ def classify(
     resource this deployment changed (configuration error) or otherwise (service unavailable);
     limits hit (resource exhaustion); then by check name (write-read-delete: data-loss risk,
     replication/replica: replication failure, tags: documentation, monitoring, performance).
-    Anything else fails safe as service unavailable. Errors raised before any change (lock,
-    preflight, approvals, ...) yield no finding; ``ValidationFailed`` is covered by its checks.
+    Anything else (a function's timeout, retries exhausted, an error no rule knows) fails safe
+    as service unavailable. Errors that change nothing themselves (lock, preflight, approvals, a
+    refused plan, ...) yield no finding while nothing was ``applied``; after an earlier step or
+    region changed something, a refused plan left the deployment half-applied (configuration
+    error). ``LockLost`` never does: another deployment holds the environment, and rolling back
+    under it would change what it deploys. ``ValidationFailed`` is covered by its checks.
     """
     findings = [
         _classify_check(check, changed_policies)
         for check in failed_checks
         if not check.get("passed", False) or check.get("recovered")
     ]
-    findings += _classify_error(error, cause, changed_policies, covered_by_checks=bool(findings))
+    findings += _classify_error(error, cause, changed_policies, covered_by_checks=bool(findings), applied=applied)
     return list(dict.fromkeys(findings))
 
 
@@ -201,11 +209,16 @@ def _classify_check(check: Mapping[str, Any], changed: set[str]) -> Finding:  # 
 
 
 def _classify_error(  # noqa: PLR0911 - rules in a fixed order
-    error: str | None, cause: str | None, changed: set[str], covered_by_checks: bool
+    error: str | None, cause: str | None, changed: set[str], covered_by_checks: bool, applied: bool
 ) -> list[Finding]:
-    if not error or error in NO_CHANGE_ERRORS:
+    if not error:
         return []
     message = error_message(cause)
+    if error in NO_CHANGE_ERRORS:
+        if not applied or error == errors.LockLost.__name__:
+            return []
+        detail = f"{error} after changes were applied: {message}" if message else f"{error} after changes were applied"
+        return [Finding("configurationError", None, DEPLOYMENT, f"the deployment stopped part-way: {detail}")]
     if error == errors.ValidationFailed.__name__:
         if covered_by_checks:
             return []
@@ -247,6 +260,24 @@ def failed_checks(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             if not check.get("passed", False) or check.get("recovered"):
                 found.append({"region": region, **check})
     return found
+
+
+def applied_so_far(record: Mapping[str, Any]) -> dict[str, list[str]]:
+    """What the deployment changed before it stopped, by region (``replication`` for the replication step).
+
+    From what Provision and Replicate recorded; a function that timed out recorded nothing, so
+    its changes are found by the rollback, which reads every resource of the plan first.
+    """
+    applied = {}
+    for region, result in sorted((record.get("provisioned") or {}).items()):
+        changes = [
+            f"{r.get('action')} {r.get('kind')} {r.get('name')}"
+            for r in (result or {}).get("resources", [])
+            if r.get("action") not in (None, "unchanged")
+        ]
+        if changes:
+            applied[region] = changes
+    return applied
 
 
 def changed_resources(record: Mapping[str, Any]) -> set[str]:

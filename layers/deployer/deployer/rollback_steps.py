@@ -8,7 +8,7 @@ from deployer import clock
 from deployer.aws import TargetSession
 from deployer.checks import raise_if_failed
 from deployer.errors import RollbackFailed
-from deployer.incident import changed_resources, classify, decide, failed_checks
+from deployer.incident import applied_so_far, changed_resources, classify, decide, failed_checks
 from deployer.models import DeploymentContext, DeploymentEvent, FailureEvent, parse_event
 from deployer.observability import record_rollback
 from deployer.rollback import apply_rollback, count_data, plan_rollback, validate_rollback
@@ -27,8 +27,21 @@ def decide_rollback(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     deployment = failure.deployment
     spec = tooling.spec_for(deployment)
     record = tooling.records.get(deployment.deployment_id) or {}
-    findings = classify(failed_checks(record), failure.error.error, failure.error.cause, changed_resources(record))
-    decision = decide(findings, spec.policy.rollback).to_dict()
+    applied = applied_so_far(record)
+    error = failure.error.error
+    findings = classify(
+        failed_checks(record),
+        error,
+        failure.error.cause,
+        changed_resources(record),
+        applied=bool(applied) or bool(record.get("mutatingCalls")),
+    )
+    decision = {**decide(findings, spec.policy.rollback).to_dict(), "applied": applied}
+    if decision["response"] == "none" and applied:  # LockLost after changes: another deployment holds the lock
+        decision["reason"] = (
+            f"not rolled back: {error} after changes in {', '.join(sorted(applied))}: another deployment holds "
+            "the environment, and rolling back under it would change what it deploys; the changes stay as recorded"
+        )
     tooling.records.update(deployment.deployment_id, clock.now(), {"decision": decision})
     if decision["response"] == "rollback":
         # Counted as it starts (the state machine's next step publishes Rollback Started).
