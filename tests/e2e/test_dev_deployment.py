@@ -111,3 +111,26 @@ def test_dry_run_plans_without_changing_anything(deployments: Deployments) -> No
     assert "Provision" not in deployments.states_entered(result["executionArn"])
     assert deployments.stack.records.lock_holder("dev") is None
     deployments.run("dev")  # leave DEV as specified for the other tests
+
+
+def test_validation_of_numeric_binary_and_sorted_keys_passes_and_leaves_no_item(deployments: Deployments) -> None:
+    # GIVEN tables keyed by a number with a sort key, and by binary (the role may delete only the deployer's items)
+    tables = [
+        {"name": "Site-Keys-Numbered", "partitionKey": {"name": "SiteNo", "type": "N"}, "sortKey": {"name": "At"}},
+        {
+            "name": "Site-Keys-Binary",
+            "partitionKey": {"name": "Digest", "type": "B"},
+            "sortKey": {"name": "N", "type": "N"},
+        },
+    ]
+    deployments.spec("dev-e2e-keys", resources={"tables": tables})
+    # WHEN deployed (IAM enforced for the deployment role, as on AWS)
+    result = deployments.run("dev-e2e-keys")
+    # THEN each table's write-read-delete check passed, nothing was rolled back, and no test item is left behind
+    assert result["status"] == "SUCCEEDED", result
+    round_trips = {c["resource"]: c for c in result["checks"] if c["name"] == "table.write-read-delete"}
+    assert sorted(round_trips) == ["Site-Keys-Binary", "Site-Keys-Numbered"]
+    assert all(c["passed"] for c in round_trips.values()), round_trips
+    ddb = deployments.target_client("dynamodb")
+    for table in tables:
+        assert ddb.scan(TableName=table["name"])["Items"] == []

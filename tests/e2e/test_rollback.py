@@ -370,6 +370,14 @@ def test_a_rollback_that_fails_declares_an_incident_and_can_be_resumed(
     assert "Incident Declared" in kinds
     assert deployments.stack.records.lock_holder("dev-e2e-blocked") is None
     assert_seeded_data_intact(deployments, seeded)
+    # ... and the record and the incident report say what ran: the restore that failed, and why
+    (failed,) = [a for a in result["rollback"]["actions"] if a["status"] == "failed"]
+    assert (failed["action"], failed["kind"], failed["name"]) == ("restore-bucket", "bucket", seeded["bucket"])
+    assert "AccessDenied" in failed["detail"]
+    before = result["rollback"]["actions"][: result["rollback"]["actions"].index(failed)]
+    assert {a["status"] for a in before} <= {"done", "skipped"}
+    report = deployments.stack.records.get(result["deploymentId"])["report"]  # type: ignore[index]
+    assert f"| restore-bucket | bucket {seeded['bucket']} | af-south-1 | failed |" in report
 
     # WHEN the cause is removed and the rollback is run again for that deployment
     deployments.sandbox.faults.clear()
@@ -424,3 +432,48 @@ def test_missing_monitoring_fixes_forward(deployments: Deployments, fault: Any) 
     tables = deployments.target_client("dynamodb").list_tables()["TableNames"]
     assert "Site-E2E-Unmonitored" in tables
     assert len(s3.list_object_versions(Bucket=bucket, Prefix="sites/")["Versions"]) == 3
+
+
+def test_an_item_written_into_a_created_table_during_its_removal_survives(deployments: Deployments, fault: Any) -> None:
+    # GIVEN a deployment that creates a table and a bucket whose public access block does not take (a rollback)
+    environment, new_table = "dev-e2e-late-write", f"{TABLE}-e2e-late-write"
+    deployments.spec(
+        environment,
+        resources={
+            "buckets": [{"name": f"bbws-{environment}-bucket"}],
+            "tables": [{"name": new_table, "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+    ddb = deployments.target_client("dynamodb")
+    looks_since_backup, written = -1, []
+
+    def late_write(call: Call) -> Response | None:
+        # The application's first write lands while the rollback removes the table it backed up: after the
+        # removal's first look at it, while it waits for the table to be ACTIVE (its second DescribeTable).
+        nonlocal looks_since_backup
+        if call.dynamodb("CreateBackup"):
+            looks_since_backup = 0
+        elif call.dynamodb("DescribeTable") and looks_since_backup >= 0 and not written:
+            looks_since_backup += 1
+            if looks_since_backup == 2:
+                written.append(ddb.put_item(TableName=new_table, Item={"SiteId": {"S": "first-customer"}}))
+        return None
+
+    deployments.sandbox.faults.catalogue["late-write"] = Fault(
+        "late-write", "dataLossRisk", "ROLLED_BACK", "a write lands while the rollback removes a new table", late_write
+    )
+    try:
+        fault("public-access-block-not-applied")
+        fault("late-write")
+        result = deployments.run(environment)
+    finally:
+        deployments.sandbox.faults.clear()
+        del deployments.sandbox.faults.catalogue["late-write"]
+
+    # THEN the rollback looked again right before deleting: the table is kept, with the item, and says why
+    assert result["status"] == "ROLLED_BACK", result
+    assert written
+    (removal,) = [a for a in result["rollback"]["actions"] if a["name"] == new_table and a["kind"] == "table"][-1:]
+    assert (removal["action"], removal["status"]) == ("retain", "skipped")
+    assert "holds items" in removal["detail"]
+    assert ddb.get_item(TableName=new_table, Key={"SiteId": {"S": "first-customer"}}).get("Item")

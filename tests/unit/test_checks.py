@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +14,13 @@ from deployer.errors import ValidationFailed
 from deployer.plan import apply_region
 from deployer.resources import WaitConfig
 from deployer.spec import EnvironmentSpec
+from sandbox.iam_policy import Request, evaluate
+from sandbox.template import load_template
 
 REGION = "af-south-1"
 BUCKET = "bbws-test-data-bucket"
 TABLE = "Site-Generation-State"
+REPO = Path(__file__).resolve().parents[2]
 MARKER = "dep-0001"
 NO_WAIT = WaitConfig(delay_seconds=0, max_attempts=3)
 BUCKET_CHECKS = [
@@ -198,6 +203,36 @@ def test_round_trip_builds_keys_of_every_type(
     assert _result(results, TABLE, "table.write-read-delete").passed
     assert "table.ttl" not in [r.name for r in results]
     assert ddb.scan(TableName=TABLE)["Items"] == []
+
+
+def _validation_items_only() -> dict[str, Any]:
+    """The deployment role's grant to delete the deployer's own test items, its Resource made concrete."""
+    role = load_template(REPO / "target-account" / "deployment-role.yaml")["Resources"]["DeploymentRole"]
+    (policy,) = [p for p in role["Properties"]["Policies"] if p["PolicyName"] == "provision-and-validate"]
+    (statement,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == "ValidationItemsOnly"]
+    return {**statement, "Resource": "arn:aws:dynamodb:*:536580886816:table/Site-*"}
+
+
+@pytest.mark.parametrize("kind", ["S", "N", "B"])
+def test_every_validation_partition_key_is_one_the_deployment_role_may_delete(
+    spec_data: dict[str, Any], build_spec: Any, kind: str
+) -> None:
+    # GIVEN a table whose partition key is of this type (with a sort key)
+    spec_data["resources"]["tables"][0].update(
+        {"partitionKey": {"name": "Id", "type": kind}, "sortKey": {"name": "At", "type": "S"}}
+    )
+    table = build_spec(spec_data).resources.tables[0]
+    (value,) = validation_key(table, MARKER)["Id"].values()
+    # WHEN IAM sees its DeleteItem (dynamodb:LeadingKeys is the partition key as text: binary in base64)
+    text = base64.b64encode(value).decode() if kind == "B" else str(value)
+    table_arn = "arn:aws:dynamodb:af-south-1:536580886816:table/Site-Generation-State"
+    policy = {"Version": "2012-10-17", "Statement": [_validation_items_only()]}
+    allowed = evaluate([policy], Request("dynamodb:DeleteItem", table_arn, {"dynamodb:LeadingKeys": [text]}))
+    # THEN the role allows it; and a real item's key of the same type it does not
+    assert allowed.allowed
+    real = {"S": "site-001", "N": "-7351", "B": base64.b64encode(b"site-001").decode()}[kind]
+    denied = evaluate([policy], Request("dynamodb:DeleteItem", table_arn, {"dynamodb:LeadingKeys": [real]}))
+    assert not denied.allowed
 
 
 def test_existing_item_with_the_validation_key_is_left_untouched(

@@ -372,6 +372,30 @@ def test_failed_rollback_reports_and_resumes(target: TargetSession, deployed: De
     assert all(r.passed for r in validate_rollback(target, deployed.spec, deployed.prior, deployed.counts))
 
 
+def test_progress_says_which_action_was_under_way_at_every_step(target: TargetSession, deployed: Deployed) -> None:
+    # GIVEN a rollback whose table removal is refused, watched as it goes
+    failing = FailingTarget(session=target.session, account=ACCOUNT, fail={"delete_table"})
+    planned = plan_rollback(deployed.prior, deployed.spec)
+    seen: list[list[tuple[str, str]]] = []
+    # WHEN applied
+    with pytest.raises(RollbackFailed):
+        apply_rollback(
+            failing,
+            deployed.spec,
+            planned,
+            NO_WAIT,
+            NOW,
+            progress=lambda now: seen.append([(a.action, a.status) for a in now]),
+        )
+    # THEN before each action, the ones before it had ended, it was started, the rest were planned
+    assert len(seen) == [a.action for a in sorted(planned, key=lambda a: a.order)].index("remove-table") + 1
+    for step, actions in enumerate(seen):
+        assert [status for _, status in actions[:step]] == [s for _, s in actions[:step] if s in ("done", "skipped")]
+        assert actions[step][1] == "started"
+        assert {status for _, status in actions[step + 1 :]} <= {"planned"}
+    assert seen[-1][len(seen) - 1] == ("remove-table", "started")
+
+
 # ---------------------------------------------------------------- replication
 
 

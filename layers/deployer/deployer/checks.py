@@ -21,6 +21,12 @@ Describe = Callable[[], dict[str, Any]]
 Check = Callable[[], tuple[bool, str]]
 VALIDATION_PREFIX = "_deployer/validation/"
 
+# The partition keys of the deployer's own test items, the only ones its role may delete
+# (target-account/deployment-role.yaml, ValidationItemsOnly; a unit test keeps them equal).
+VALIDATION_ITEM_PREFIX = "_deployer-validation-"
+VALIDATION_NUMBER_PREFIX = "-7351000000000000000000000000"
+VALIDATION_NUMBER_DIGITS = 8
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -304,11 +310,21 @@ def _table_tags(ddb: Any, describe: Describe, desired: dict[str, str]) -> tuple[
 
 
 def validation_key(table: Table, marker: str) -> dict[str, dict[str, Any]]:
-    """The key of the item the write-read-delete check uses, built from the table's key schema."""
-    text = f"_deployer-validation-{marker}"
-    # Negative and derived from the marker: far from real ids, and stable for a given run.
-    number = str(-int(hashlib.sha256(marker.encode()).hexdigest()[:15], 16))
-    values: dict[str, dict[str, Any]] = {"S": {"S": text}, "N": {"N": number}, "B": {"B": text.encode()}}
+    """The key of the item the write-read-delete check uses, built from the table's key schema.
+
+    Its partition key is one that the deployment role's ``ValidationItemsOnly`` grant lets it
+    delete (``dynamodb:LeadingKeys``, which sees a key as text: a number as written, binary in
+    base64): ``VALIDATION_ITEM_PREFIX`` then the marker for S and B (the prefix is 21 bytes, so its
+    base64 is the same 28 characters whatever follows), ``VALIDATION_NUMBER_PREFIX`` then
+    digits of the marker's hash for N (a 36-digit negative number, far from any real id).
+    """
+    text = f"{VALIDATION_ITEM_PREFIX}{marker}"
+    digits = str(int(hashlib.sha256(marker.encode()).hexdigest(), 16))[:VALIDATION_NUMBER_DIGITS]
+    values: dict[str, dict[str, Any]] = {
+        "S": {"S": text},
+        "N": {"N": f"{VALIDATION_NUMBER_PREFIX}{digits}"},
+        "B": {"B": text.encode()},
+    }
     key = {table.partition_key.name: values[table.partition_key.type]}
     if table.sort_key:
         key[table.sort_key.name] = values[table.sort_key.type]

@@ -518,8 +518,9 @@ def _actions(actions: list[dict[str, Any]], decision: Mapping[str, Any] | None) 
         backup = _first(action, "backupArn", "backup")
         if backup:
             detail = f"{detail}; backup {backup}" if detail else f"backup {backup}"
+        resource = _first(action, "resource") or " ".join(str(action[k]) for k in ("kind", "name") if action.get(k))
         lines.append(
-            f"| {number} | {_cell(_first(action, 'action', 'type', 'step'))} | {_cell(action.get('resource'))} | "
+            f"| {number} | {_cell(_first(action, 'action', 'type', 'step'))} | {_cell(resource)} | "
             f"{_cell(action.get('region'))} | {_cell(_result(action))} | {_cell(detail)} |"
         )
     return "\n".join(lines)

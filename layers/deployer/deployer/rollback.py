@@ -40,7 +40,9 @@ ActionName = Literal[
     "remove-table",
     "retain",
 ]
-Status = Literal["planned", "done", "skipped", "failed"]
+# "started": the action was under way when the record was last written (a rollback that stopped there, its
+# function timed out say, did not get to say how it ended; a re-run reads the resource and finds out).
+Status = Literal["planned", "started", "done", "skipped", "failed"]
 
 BACKUP_PREFIX = "bbws-rollback-"
 # What S3 reports for a bucket whose default encryption was removed (every bucket is encrypted since 2023).
@@ -622,6 +624,12 @@ def _backup_table(target: TargetSession, a: RollbackAction, wait: WaitConfig, no
 
 def _remove_table(target: TargetSession, a: RollbackAction, wait: WaitConfig, _now: datetime) -> _Outcome:
     ddb = target.client("dynamodb", a.region)
+    if _table_exists(ddb, a.name) is None:
+        return _Outcome("skipped", "table does not exist", changes=[{"field": "exists", "from": False, "to": False}])
+    # Wait first: a table still UPDATING may take minutes, and the application may write to it meanwhile.
+    # Its emptiness is looked at after that, and nothing but the backup check comes between the look and
+    # DeleteTable (DynamoDB has no conditional delete): a write that lands while waiting keeps the table.
+    _wait_table(ddb, a.name, wait)
     desc = _table_exists(ddb, a.name)
     if desc is None:
         return _Outcome("skipped", "table does not exist", changes=[{"field": "exists", "from": False, "to": False}])
@@ -630,7 +638,6 @@ def _remove_table(target: TargetSession, a: RollbackAction, wait: WaitConfig, _n
     if _existing_backup(ddb, a.name, desc) is None:
         # The backup action comes first; a table without one is never deleted.
         raise ProvisioningFailed(f"table {a.name} in {a.region}: no rollback backup found; refusing to delete it")
-    _wait_table(ddb, a.name, wait)
     try:
         ddb.delete_table(TableName=a.name)
     except ClientError as exc:
@@ -679,8 +686,13 @@ def _step_for(a: RollbackAction) -> _Step:
     return _STEPS[name]
 
 
-def apply_rollback(
-    target: TargetSession, spec: EnvironmentSpec, actions: list[RollbackAction], wait: WaitConfig, now: datetime
+def apply_rollback(  # noqa: PLR0917 - the documented call signature
+    target: TargetSession,
+    spec: EnvironmentSpec,
+    actions: list[RollbackAction],
+    wait: WaitConfig,
+    now: datetime,
+    progress: Callable[[list[RollbackAction]], None] | None = None,
 ) -> list[RollbackAction]:
     """Execute ``actions`` in order; returns them with status, detail and the changes as found.
 
@@ -688,16 +700,22 @@ def apply_rollback(
     says, so a re-run resumes after a failure and repeats nothing. A created resource that holds
     data becomes ``retain`` (skipped, with the reason). The first failing action is marked
     ``failed`` and RollbackFailed is raised with every action (those after it stay ``planned``).
+    ``progress`` is given every action as each one starts (that one ``started``), so what ran is
+    kept even if the rollback never gets to say how it ended.
     """
     del spec  # the actions carry their targets; kept in the signature for symmetry with plan_rollback
     done: list[RollbackAction] = []
-    for i, planned in enumerate(sorted(actions, key=lambda a: a.order)):
+    ordered = sorted(actions, key=lambda a: a.order)
+    for i, planned in enumerate(ordered):
+        if progress is not None:
+            rest = [replace(a, status="planned") for a in ordered[i + 1 :]]
+            progress([*done, replace(planned, status="started"), *rest])
         try:
             with provisioning(cast(Kind, planned.kind), planned.name, planned.region):
                 outcome = _step_for(planned)(target, planned, wait, now)
         except (ClientError, BotoCoreError, DeployerError, ValueError) as exc:
             failed = replace(planned, status="failed", detail=f"{planned.detail}: failed: {exc}")
-            rest = [replace(a, status="planned") for a in sorted(actions, key=lambda a: a.order)[i + 1 :]]
+            rest = [replace(a, status="planned") for a in ordered[i + 1 :]]
             result = [*done, failed, *rest]
             summary = "\n".join(f"{a.order}. {a.action} {a.kind} {a.region}/{a.name}: {a.status}" for a in result)
             raise RollbackFailed(

@@ -11,7 +11,7 @@ from deployer.errors import RollbackFailed
 from deployer.incident import applied_so_far, changed_resources, classify, decide, failed_checks
 from deployer.models import DeploymentContext, DeploymentEvent, FailureEvent, parse_event
 from deployer.observability import record_rollback
-from deployer.rollback import apply_rollback, count_data, plan_rollback, validate_rollback
+from deployer.rollback import RollbackAction, apply_rollback, count_data, plan_rollback, validate_rollback
 from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
 
@@ -55,12 +55,17 @@ def roll_back(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     spec, target = _target(tooling, deployment)
     record = tooling.records.get(deployment.deployment_id) or {}
     actions = plan_rollback(record.get("priorState", {}), spec)
+
+    def keep(progress: list[RollbackAction]) -> None:
+        """The actions as they stand: the record says what ran, the one that failed and why, what did not run."""
+        tooling.records.update(deployment.deployment_id, clock.now(), {"rollback": [a.to_dict() for a in progress]})
+
     try:
-        applied = apply_rollback(target, spec, actions, tooling.wait, clock.now())
-    except RollbackFailed:
-        tooling.records.update(deployment.deployment_id, clock.now(), {"rollback": [a.to_dict() for a in actions]})
+        applied = apply_rollback(target, spec, actions, tooling.wait, clock.now(), progress=keep)
+    except RollbackFailed as exc:
+        keep(exc.actions)
         raise
-    tooling.records.update(deployment.deployment_id, clock.now(), {"rollback": [a.to_dict() for a in applied]})
+    keep(applied)
     return {"actions": len(applied), "mutatingCalls": target.log.mutating}
 
 
