@@ -230,6 +230,7 @@ class LambdaRuntime:
         return self.functions.get(name.split(":")[0])
 
     def _checkout(self, config: FunctionConfig) -> Worker:
+        stale: list[Worker] = []
         with self._lock:
             while config.name in self._paused:
                 self._lock.wait()
@@ -237,12 +238,17 @@ class LambdaRuntime:
                 idle = self._idle.setdefault(config.name, [])
                 if idle:
                     worker = idle.pop()
+                    if worker.config != config:  # configured since it started: Lambda starts a new environment
+                        stale.append(worker)
+                        continue
                     break
                 if self._busy.get(config.name, 0) < MAX_WORKERS_PER_FUNCTION:
                     worker = None
                     break
                 self._lock.wait()
             self._busy[config.name] = self._busy.get(config.name, 0) + 1
+        for old in stale:
+            old.stop()
         if worker is None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = (self.log_dir / f"{config.name}.log").open("a")

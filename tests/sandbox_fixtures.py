@@ -26,6 +26,9 @@ from sandbox.accounts import TARGET_ACCOUNTS, TOOLING_ACCESS_KEY, TOOLING_SECRET
 from sandbox.server import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
+# Test environments' grace periods (runbook section 9), in minutes: about a second, so a failure that may
+# clear is re-checked once (DecideRollback's recheck loop) before it rolls back.
+TEST_GRACE = {"writeFailureGraceMinutes": 0.02, "transientGraceMinutes": 0.02}
 EVENTS = REPO / "events"
 DEV = TARGET_ACCOUNTS["dev"]
 
@@ -50,6 +53,10 @@ class Deployments:
         )
         data = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
         data.update(environment=environment, **changes)
+        # The runbook's 5-minute grace periods, in seconds: a failure that may clear is re-checked once.
+        rollback = data.setdefault("policy", {}).setdefault("rollback", {})
+        for name, minutes in TEST_GRACE.items():
+            rollback.setdefault(name, minutes)
         path = self.spec_dir / f"{environment}.yaml"
         path.write_text(yaml.safe_dump(data))
         return path

@@ -10,7 +10,7 @@ import yaml
 
 from deployer.spec import DeploymentWindow
 from deployer.windows import first_opening
-from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture, wait_for
+from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, TEST_GRACE, Deployments, EventCapture, wait_for
 
 PROD = TARGET_ACCOUNTS["prod"]
 
@@ -232,6 +232,7 @@ def test_a_provisioning_timeout_in_the_second_region_rolls_back_the_first(deploy
     # until the provisioning function times out (the game-day fault; the function's timeout cut to seconds)
     deployments.sandbox.travel_to_window("prod")
     spec = yaml.safe_load((REPO / "environments" / "prod.yaml").read_text())
+    spec["policy"].setdefault("rollback", {}).update(TEST_GRACE)
     spec["resources"]["buckets"] += [
         {"name": "bbws-prod-timeout-bucket"},
         {"name": "bbws-prod-timeout-bucket-failover", "region": "failover"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -329,6 +330,9 @@ def test_each_criterion_decides_as_the_runbook_says_and_loses_no_data(
     assert result["status"] == status, result
     assert result["decision"]["criterion"] == criterion
     assert_seeded_data_intact(deployments, seeded)
+    if criterion == "serviceUnavailable":  # its grace period: re-checked, still failing, then rolled back
+        assert "WaitBeforeRecheck" in deployments.states_entered(result["executionArn"])
+        assert "beyond the 0.02-minute grace period" in result["decision"]["reason"]
     if status == "ROLLED_BACK":
         assert all(c["passed"] for c in result["rollback"]["validation"])
         versioning = deployments.target_client("s3").get_bucket_versioning(Bucket=seeded["bucket"])
@@ -477,3 +481,74 @@ def test_an_item_written_into_a_created_table_during_its_removal_survives(deploy
     assert (removal["action"], removal["status"]) == ("retain", "skipped")
     assert "holds items" in removal["detail"]
     assert ddb.get_item(TableName=new_table, Key={"SiteId": {"S": "first-customer"}}).get("Item")
+
+
+def test_storage_unavailable_that_clears_within_the_grace_period_fixes_forward(
+    deployments: Deployments, fault: Any
+) -> None:
+    # GIVEN a seeded, drifted environment whose storage is unreachable, with a 30-second grace period
+    environment = "dev-e2e-recovers"
+    seeded = seeded_environment(deployments, environment)
+    deployments.spec(
+        environment,
+        policy={"rollback": {"transientGraceMinutes": 0.5}},
+        resources={
+            "buckets": [{"name": seeded["bucket"]}],
+            "tables": [{"name": seeded["table"], "partitionKey": {"name": "SiteId"}}],
+        },
+    )
+    deployments.target_client("s3").put_bucket_versioning(
+        Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"}
+    )
+    fault("storage-unavailable")
+    arn = deployments.start(environment)
+    record_id = arn.rsplit(":", 1)[1]
+
+    # WHEN the outage clears while the deployment re-checks within the grace period
+    def rechecking() -> bool:
+        record = deployments.stack.records.get(record_id) or {}
+        return (record.get("decision") or {}).get("response") == "recheck"
+
+    wait_for(rechecking, "the failure to be re-checked within its grace period", seconds=120)
+    deployments.sandbox.faults.clear()
+    result = deployments.finish(arn)
+
+    # THEN it fixes forward: it succeeded with a warning saying what failed and for how long, nothing rolled back
+    assert result["status"] == "SUCCEEDED_WITH_WARNINGS", result
+    decision = result["decision"]
+    assert (decision["response"], decision["criterion"]) == ("fixForward", "transientConnectivity")
+    assert decision["reason"].startswith("fix forward: serviceUnavailable cleared after ")
+    states = deployments.states_entered(arn)
+    assert states.count("ValidateShard") == 2
+    assert "WaitBeforeRecheck" in states
+    assert "RollBack" not in states
+    assert result["rollback"] is None
+    assert deployments.target_client("s3").get_bucket_versioning(Bucket=seeded["bucket"])["Status"] == "Enabled"
+    assert_seeded_data_intact(deployments, seeded)
+    assert deployments.stack.records.lock_holder(environment) is None
+
+
+def test_a_rollback_decision_that_fails_rolls_back_fail_safe(deployments: Deployments, fault: Any) -> None:
+    # GIVEN a seeded, drifted environment whose writes fail (a rollback), and a decision function that
+    # cannot even start (its handler is missing, as after a broken release)
+    seeded = seeded_environment(deployments, "dev-e2e-undecided")
+    deployments.target_client("s3").put_bucket_versioning(
+        Bucket=seeded["bucket"], VersioningConfiguration={"Status": "Suspended"}
+    )
+    runtime = deployments.sandbox.runtime
+    assert runtime is not None
+    decide = f"{deployments.sandbox.stack_name}-decide-rollback"
+    configured = runtime.functions[decide]
+    runtime.functions[decide] = dataclasses.replace(configured, handler="missing.lambda_handler")
+    fault("validation-writes-fail")
+    try:
+        result = deployments.run("dev-e2e-undecided")
+    finally:
+        runtime.functions[decide] = configured
+    # THEN the deployment is rolled back anyway, saying why, and no data is lost
+    assert result["status"] == "ROLLED_BACK", result
+    states = deployments.states_entered(result["executionArn"])
+    assert states.index("DecisionFailed") < states.index("RollBack")
+    assert all(c["passed"] for c in result["rollback"]["validation"])
+    assert deployments.target_client("s3").get_bucket_versioning(Bucket=seeded["bucket"])["Status"] == "Suspended"
+    assert_seeded_data_intact(deployments, seeded)

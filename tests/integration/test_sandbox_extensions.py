@@ -408,6 +408,18 @@ def test_lambda_each_function_sees_its_own_environment(
     assert seen_by_mine["AWS_ENDPOINT_URL"] == seen_by_other["AWS_ENDPOINT_URL"] == sandbox.endpoint
 
 
+def test_lambda_function_configured_again_runs_in_a_fresh_worker(
+    register: Callable[..., str], invoke: Callable[..., Invoked]
+) -> None:
+    # GIVEN a function with a warm worker
+    name = register("probe-reconfigured", environment={"SETTING": "before"})
+    assert invoke(name, {"action": "env", "keys": ["SETTING"]}).payload == {"SETTING": "before"}
+    # WHEN it is configured again (as UpdateFunctionConfiguration would) and invoked
+    register("probe-reconfigured", environment={"SETTING": "after"})
+    # THEN the invocation runs with the new configuration, not in the old worker
+    assert invoke(name, {"action": "env", "keys": ["SETTING"]}).payload == {"SETTING": "after"}
+
+
 def test_lambda_handler_past_its_timeout_is_a_timeout_error_and_the_function_recovers(
     register: Callable[..., str], invoke: Callable[..., Invoked]
 ) -> None:

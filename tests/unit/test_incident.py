@@ -17,7 +17,10 @@ from deployer.incident import (
     decide,
     failed_checks,
     incident_report,
+    recovered,
+    within_grace,
 )
+from deployer.records import iso
 from deployer.spec import Policy, RollbackPolicy
 
 PROD_ACCOUNT = "093646564004"
@@ -392,6 +395,46 @@ def test_a_rollback_criterion_rolls_back_by_default() -> None:
     assert decision.criterion == "dataLossRisk"
     assert "5-minute grace period" in decision.reason
     assert f"bucket.write-read-delete on {BUCKET}" in decision.reason
+
+
+GRACE_START = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("criterion", ["serviceUnavailable", "dataLossRisk"])
+def test_a_criterion_with_a_grace_period_is_rechecked_until_it_has_lasted_that_long(criterion: str) -> None:
+    # GIVEN a rollback decision for a criterion the runbook gives 5 minutes, first seen at GRACE_START
+    decision = decide([finding(criterion, "bucket.write-read-delete")], RollbackPolicy())
+    # WHEN it has lasted 0 s, 4 min 30 s, then 5 min
+    first = within_grace(decision, RollbackPolicy(), GRACE_START, GRACE_START)
+    later = within_grace(decision, RollbackPolicy(), GRACE_START, GRACE_START + timedelta(minutes=4, seconds=30))
+    last = within_grace(decision, RollbackPolicy(), GRACE_START, GRACE_START + timedelta(minutes=5))
+    # THEN it is re-checked (a minute apart, never past the grace period), then rolled back saying how long it lasted
+    assert (first["response"], first["waitSeconds"], first["graceSince"]) == ("recheck", 60, iso(GRACE_START))
+    assert (later["response"], later["waitSeconds"]) == ("recheck", 30)
+    assert f"{criterion} for 270 s, within its 5-minute grace period" in later["reason"]
+    assert last["response"] == "rollback"
+    assert last["reason"].endswith("still failing after 300 s, beyond the 5-minute grace period")
+
+
+def test_criteria_without_a_grace_period_and_a_zero_grace_decide_at_once() -> None:
+    security = decide([finding("securityExposure", "bucket.public-access-block")], RollbackPolicy())
+    assert within_grace(security, RollbackPolicy(), GRACE_START, GRACE_START)["response"] == "rollback"
+    unavailable = decide([finding("serviceUnavailable", "bucket.exists")], RollbackPolicy())
+    no_grace = RollbackPolicy(transient_grace_minutes=0)
+    assert within_grace(unavailable, no_grace, GRACE_START, GRACE_START)["response"] == "rollback"
+    # ... and a fix forward is never held back
+    slow = decide([finding("performanceDegradation", "performance.latency")], RollbackPolicy())
+    assert within_grace(slow, RollbackPolicy(), GRACE_START, GRACE_START)["response"] == "fixForward"
+
+
+def test_a_failure_that_cleared_within_its_grace_period_is_a_fix_forward_saying_how_long_it_lasted() -> None:
+    decision = decide([finding("serviceUnavailable", "bucket.write-read-delete")], RollbackPolicy())
+    recheck = {**within_grace(decision, RollbackPolicy(), GRACE_START, GRACE_START), "applied": {PRIMARY: ["x"]}}
+    fixed = recovered(recheck, GRACE_START + timedelta(seconds=95))
+    assert (fixed["response"], fixed["criterion"]) == ("fixForward", "transientConnectivity")
+    assert fixed["reason"].startswith("fix forward: serviceUnavailable cleared after 95 s, within its grace period")
+    assert [f["criterion"] for f in fixed["findings"]] == ["transientConnectivity", "serviceUnavailable"]
+    assert fixed["applied"] == {PRIMARY: ["x"]}
 
 
 def test_fix_forward_criteria_only_fix_forward_and_say_why() -> None:

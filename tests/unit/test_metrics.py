@@ -348,19 +348,19 @@ def test_failed_validation_counts_each_failed_check(tooling: Tooling, capsys: py
 def test_a_rollback_counts_when_decided_with_its_criterion_as_metadata(
     tooling: Tooling, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN a deployment whose validation found versioning off on its bucket
+    # GIVEN a deployment whose validation found its bucket open to public policies (no grace period: at once)
     context = publish_spec(tooling)
     check = {
-        "name": "bucket.versioning",
+        "name": "bucket.public-access-block",
         "region": REGION,
         "resource": BASE_SPEC["resources"]["buckets"][0]["name"],
         "passed": False,
-        "detail": "versioning is Suspended",
+        "detail": "BlockPublicPolicy is False, expected True",
         "recovered": False,
     }
     tooling.records.merge_region(context["deploymentId"], "checks", REGION, [check])
     capsys.readouterr()
-    error = {"Error": "ValidationFailed", "Cause": "bucket.versioning: versioning is Suspended"}
+    error = {"Error": "ValidationFailed", "Cause": "bucket.public-access-block: BlockPublicPolicy is False"}
     # WHEN the failure is classified
     decision = invoke(decide_rollback, {"deployment": context, "error": error})
     # THEN a rollback that starts counts once, by environment; the criterion is no dimension

@@ -19,7 +19,9 @@ from deployer import errors
 from deployer.records import iso
 from deployer.spec import RUNBOOK_CRITERIA, Criterion, RollbackPolicy
 
-DecisionResponse = Literal["rollback", "fixForward", "none"]
+# "recheck": a rollback criterion with a grace period, still inside it: the state machine waits and runs the
+# deployment's steps from Provision again, then decides anew (recovered: fix forward; still failing: roll back).
+DecisionResponse = Literal["rollback", "fixForward", "none", "recheck"]
 
 # Runbook order: the first rollback criterion in this order decides (data loss before security, ...).
 CRITERIA_ORDER: tuple[Criterion, ...] = tuple(RUNBOOK_CRITERIA)
@@ -265,19 +267,18 @@ def failed_checks(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 def applied_so_far(record: Mapping[str, Any]) -> dict[str, list[str]]:
     """What the deployment changed before it stopped, by region (``replication`` for the replication step).
 
-    From what Provision and Replicate recorded; a function that timed out recorded nothing, so
-    its changes are found by the rollback, which reads every resource of the plan first.
+    From what Provision and Replicate recorded, and what an earlier decision of the deployment
+    kept (a recheck's re-run finds those changes in place, "unchanged"). A function that timed
+    out recorded nothing: its changes are found by the rollback, which reads every resource first.
     """
-    applied = {}
-    for region, result in sorted((record.get("provisioned") or {}).items()):
-        changes = [
-            f"{r.get('action')} {r.get('kind')} {r.get('name')}"
-            for r in (result or {}).get("resources", [])
-            if r.get("action") not in (None, "unchanged")
-        ]
-        if changes:
-            applied[region] = changes
-    return applied
+    earlier = (record.get("decision") or {}).get("applied") or {}
+    applied: dict[str, list[str]] = {region: list(changes) for region, changes in earlier.items()}
+    for region, result in (record.get("provisioned") or {}).items():
+        for r in (result or {}).get("resources", []):
+            change = f"{r.get('action')} {r.get('kind')} {r.get('name')}"
+            if r.get("action") not in (None, "unchanged") and change not in applied.setdefault(region, []):
+                applied[region].append(change)
+    return {region: changes for region, changes in sorted(applied.items()) if changes}
 
 
 def changed_resources(record: Mapping[str, Any]) -> set[str]:
@@ -309,6 +310,70 @@ def decide(findings: list[Finding], policy: RollbackPolicy) -> Decision:
         return Decision("rollback", first.criterion, list(findings), reason)
     reason = "fix forward: " + ", ".join(_ref(f) for f in ordered)
     return Decision("fixForward", ordered[0].criterion, list(findings), reason)
+
+
+# Runbook section 9's grace periods: how long a failure of these criteria may last before it is one.
+_GRACE: dict[Criterion, str] = {
+    "dataLossRisk": "write_failure_grace_minutes",  # "write operations failing for more than 5 minutes"
+    "serviceUnavailable": "transient_grace_minutes",  # "temporary network glitches (resolve in <5 min)"
+    "performanceDegradation": "transient_grace_minutes",  # when a policy makes it a rollback criterion
+}
+# Rechecks within a grace period: about five, at least a second apart.
+RECHECKS_PER_GRACE = 5
+
+
+def grace_seconds(criterion: Criterion | None, policy: RollbackPolicy) -> float:
+    """How long a failure of ``criterion`` may last before it rolls back (0: at once)."""
+    field = _GRACE.get(criterion) if criterion else None
+    return float(getattr(policy, field)) * 60 if field else 0.0
+
+
+def within_grace(decision: Decision, policy: RollbackPolicy, since: datetime, now: datetime) -> dict[str, Any]:
+    """The decision, made a ``recheck`` while its rollback criterion's grace period (from ``since``) lasts.
+
+    A failure that clears within the grace period is the runbook's fix forward; one that outlasts
+    it rolls back, its reason saying how long it lasted.
+    """
+    result = decision.to_dict()
+    grace = grace_seconds(decision.criterion, policy)
+    if decision.response != "rollback" or grace <= 0:
+        return result
+    elapsed = max((now - since).total_seconds(), 0.0)
+    minutes = f"{grace / 60:g}-minute"
+    if elapsed >= grace:
+        result["reason"] += f"; still failing after {elapsed:.0f} s, beyond the {minutes} grace period"
+        return result
+    wait = max(1, round(min(grace - elapsed, grace / RECHECKS_PER_GRACE)))
+    return {
+        **result,
+        "response": "recheck",
+        "waitSeconds": wait,
+        "graceSince": iso(since),
+        "reason": (
+            f"{decision.criterion} for {elapsed:.0f} s, within its {minutes} grace period: running the deployment's "
+            f"steps again in {wait} s; still failing after the grace period rolls back ({decision.reason})"
+        ),
+    }
+
+
+def recovered(decision: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """A ``recheck`` decision whose failure cleared on a re-run: the runbook's fix forward, with how long it lasted."""
+    since = datetime.fromisoformat(str(decision["graceSince"]))
+    lasted = max((now - since).total_seconds(), 0.0)
+    finding = Finding(
+        "transientConnectivity", None, DEPLOYMENT, f"{decision.get('criterion')} cleared after {lasted:.0f} s"
+    )
+    return {
+        "response": "fixForward",
+        "criterion": "transientConnectivity",
+        "findings": [finding.to_dict(), *decision.get("findings", [])],
+        "reason": (
+            f"fix forward: {decision.get('criterion')} cleared after {lasted:.0f} s, within its grace period "
+            "(transientConnectivity)"
+        ),
+        "graceSince": decision["graceSince"],
+        "applied": decision.get("applied", {}),
+    }
 
 
 def _why(criterion: Criterion, policy: RollbackPolicy) -> str:

@@ -11,7 +11,7 @@ from deployer import clock
 from deployer.aws import execution_history, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
 from deployer.errors import InputInvalid, PreflightFailed
-from deployer.incident import incident_report
+from deployer.incident import incident_report, recovered
 from deployer.models import (
     DeploymentContext,
     DeploymentEvent,
@@ -285,6 +285,10 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     outcome = parse_event(OutcomeEvent, event)
     finished_at = clock.now()
     fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(finished_at)}
+    earlier = (tooling.records.get(outcome.deployment_id) or {}).get("decision") or {}
+    if outcome.status == "SUCCEEDED" and earlier.get("response") == "recheck":
+        # It failed, and passed when its steps ran again within the grace period: the runbook's fix forward.
+        fields.update(status="SUCCEEDED_WITH_WARNINGS", decision=recovered(earlier, finished_at))
     if outcome.error:
         fields["error"] = outcome.error.error
         fields["cause"] = _cause_message(outcome.error.cause or "")
@@ -299,7 +303,7 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         )
     tooling.records.update(outcome.deployment_id, clock.now(), fields)
     record = tooling.records.get(outcome.deployment_id) or {}
-    if outcome.status in INCIDENT_STATUSES:
+    if fields["status"] in INCIDENT_STATUSES:
         # The post-incident report is kept with the deployment (`deployer report` re-renders it
         # later with the execution's last states).
         report = incident_report(
@@ -315,13 +319,13 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     # Only a validated environment names a metric dimension: a rejected input's is free text.
     started_at = datetime.fromisoformat(record["startedAt"]) if record.get("startedAt") else finished_at
     environment_name = outcome.deployment.environment if outcome.deployment else "unknown"
-    record_deployment_metrics(environment_name, outcome.status, (finished_at - started_at).total_seconds())
+    record_deployment_metrics(environment_name, fields["status"], (finished_at - started_at).total_seconds())
     return {
-        "detailType": OUTCOME_DETAIL_TYPES[outcome.status],
+        "detailType": OUTCOME_DETAIL_TYPES[fields["status"]],
         "deploymentId": outcome.deployment_id,
         "executionArn": outcome.execution_arn,
         "environment": record.get("environment"),
-        "status": outcome.status,
+        "status": fields["status"],
         "error": fields.get("error"),
         "cause": fields.get("cause"),
         "plan": {k: record.get("plan", {}).get(k) for k in ("add", "change", "unchanged", "hash")},

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from deployer import clock
 from deployer.aws import TargetSession
 from deployer.checks import raise_if_failed
 from deployer.errors import RollbackFailed
-from deployer.incident import applied_so_far, changed_resources, classify, decide, failed_checks
+from deployer.incident import applied_so_far, changed_resources, classify, decide, failed_checks, within_grace
 from deployer.models import DeploymentContext, DeploymentEvent, FailureEvent, parse_event
 from deployer.observability import record_rollback
 from deployer.rollback import RollbackAction, apply_rollback, count_data, plan_rollback, validate_rollback
@@ -27,6 +28,7 @@ def decide_rollback(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     deployment = failure.deployment
     spec = tooling.spec_for(deployment)
     record = tooling.records.get(deployment.deployment_id) or {}
+    earlier, now = record.get("decision") or {}, clock.now()
     applied = applied_so_far(record)
     error = failure.error.error
     findings = classify(
@@ -36,7 +38,10 @@ def decide_rollback(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         changed_resources(record),
         applied=bool(applied) or bool(record.get("mutatingCalls")),
     )
-    decision = {**decide(findings, spec.policy.rollback).to_dict(), "applied": applied}
+    # A failure inside its grace period is re-checked; the period runs from the first recheck's failure.
+    since = datetime.fromisoformat(earlier["graceSince"]) if earlier.get("response") == "recheck" else now
+    decision = within_grace(decide(findings, spec.policy.rollback), spec.policy.rollback, since, now)
+    decision["applied"] = applied
     if decision["response"] == "none" and applied:  # LockLost after changes: another deployment holds the lock
         decision["reason"] = (
             f"not rolled back: {error} after changes in {', '.join(sorted(applied))}: another deployment holds "
