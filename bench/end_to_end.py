@@ -83,7 +83,7 @@ def measure(stack: Stack, reruns: int = 5) -> list[Table]:
         f"(first deployment {prod[0]:.1f} s, unchanged re-run {prod[1]:.1f} s)."
     )
     table.notes.append(
-        "PROD deploys both regions (eu-west-1 first), configures and verifies replication (a marker object "
+        "PROD deploys both regions (af-south-1, then eu-west-1), configures and verifies replication (a marker object "
         "and a test item must reach the failover region), after SIT ran the same spec; simulated time is "
         "inside PROD's window. Clicks are signed Slack requests through the sandbox's API."
     )

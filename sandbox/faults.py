@@ -24,7 +24,8 @@ CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/")
 ALL_ENVIRONMENTS = sorted(TARGET_ACCOUNTS)
 FAULTS_PATH = "/_sandbox/faults"
 SLOW_WRITE_SECONDS = 1.5  # above the default latencyThresholdMs (1000)
-PRIMARY_REGION = "af-south-1"
+# The runbook's failover region, which PROD deploys second.
+FAILOVER_REGION = "eu-west-1"
 # A hung create is answered (503) after this long at most: past Lambda's longest timeout and its margin.
 HANG_SECONDS = 960
 
@@ -156,17 +157,17 @@ class _FirstAttemptFails:
 
 @dataclass
 class _CreatesHang:
-    """Creating a bucket or a table in the primary region hangs until the fault is cleared, then answers 503.
+    """Creating a bucket or a table in the failover region hangs until the fault is cleared, then answers 503.
 
-    The provisioning function times out first (Lambda stops it; nothing was created). In PROD
-    the failover region is provisioned before the primary one, so its changes are what the
-    rollback has to undo. At most HANG_SECONDS, so a forgotten fault cannot hold a thread forever.
+    The provisioning function times out first (Lambda stops it; nothing was created). PROD
+    provisions the primary region first, so its changes are what the rollback has to undo. At
+    most HANG_SECONDS, so a forgotten fault cannot hold a thread forever.
     """
 
     released: threading.Event = field(default_factory=threading.Event)
 
     def __call__(self, call: Call) -> Response | None:
-        if call.region != PRIMARY_REGION:
+        if call.region != FAILOVER_REGION:
             return None
         if call.s3_create_bucket():
             self.released.wait(HANG_SECONDS)
@@ -244,10 +245,11 @@ CATALOGUE = [
         criterion="serviceUnavailable",
         expected="ROLLED_BACK",
         description=(
-            "creating a bucket or table in the primary region hangs until the provisioning function times out "
-            "(PROD: after the failover region changed)"
+            "creating a bucket or table in the failover region hangs until the provisioning function times out, "
+            "after the primary region changed"
         ),
         answer=_CreatesHang(),
+        environments=("prod",),
     ),
     Fault(
         name="replication-stalled",

@@ -163,7 +163,7 @@ def test_prod_needs_two_distinct_approvers_and_never_the_requester(deployments: 
     assert second["outcome"] == "approved"
     assert result["status"] == "SUCCEEDED", result
     assert [a["name"] for a in result["approvals"]] == ["senior-engineer-2", "senior-engineer-3"]
-    assert result["regions"] == ["eu-west-1", "af-south-1"]
+    assert result["regions"] == ["af-south-1", "eu-west-1"]
 
 
 def test_forged_click_is_rejected_and_changes_nothing(deployments: Deployments) -> None:

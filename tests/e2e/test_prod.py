@@ -74,7 +74,7 @@ def test_full_prod_deployment_after_sit(deployments: Deployments, bus_events: Ev
 
     # THEN both regions are provisioned and validated, and replication is configured and verified
     assert result["status"] == "SUCCEEDED", result
-    assert result["regions"] == ["eu-west-1", "af-south-1"]
+    assert result["regions"] == ["af-south-1", "eu-west-1"]
     assert {c["region"] for c in result["checks"]} == {"eu-west-1", "af-south-1"}
     names = {c["name"] for c in result["checks"]}
     assert {"replication.configured", "replication.object", "replica.active", "replica.item"} <= names
@@ -228,7 +228,7 @@ def test_scheduled_deployment_is_announced_then_waits_for_its_time(
 
 
 def test_a_provisioning_timeout_in_the_second_region_rolls_back_the_first(deployments: Deployments) -> None:
-    # GIVEN a PROD change adding a bucket in each region (failover first), whose primary-region create hangs
+    # GIVEN a PROD change adding a bucket in each region (primary first), whose failover-region create hangs
     # until the provisioning function times out (the game-day fault; the function's timeout cut to seconds)
     deployments.sandbox.travel_to_window("prod")
     spec = yaml.safe_load((REPO / "environments" / "prod.yaml").read_text())
@@ -262,12 +262,12 @@ def test_a_provisioning_timeout_in_the_second_region_rolls_back_the_first(deploy
     assert result["error"] == "Sandbox.Timedout"
     decision = result["decision"]
     assert decision["criterion"] == "serviceUnavailable"
-    assert decision["applied"] == {"eu-west-1": ["add bucket bbws-prod-timeout-bucket-failover"]}
+    assert decision["applied"] == {"af-south-1": ["add bucket bbws-prod-timeout-bucket"]}
     states = deployments.states_entered(arn)
     assert states.index("DecideRollback") > states.index("ProvisionShard")
     assert "Validate" not in states
-    # AND the failover region is as it was: its new, empty bucket removed; the primary one never created
-    removed = [a for a in result["rollback"]["actions"] if a["name"] == "bbws-prod-timeout-bucket-failover"]
+    # AND the primary region is as it was: its new, empty bucket removed; the failover one never created
+    removed = [a for a in result["rollback"]["actions"] if a["name"] == "bbws-prod-timeout-bucket"]
     assert [(a["action"], a["status"]) for a in removed] == [("remove-bucket", "done")]
     buckets = [b["Name"] for b in deployments.target_client("s3", account=PROD).list_buckets()["Buckets"]]
     assert "bbws-prod-timeout-bucket-failover" not in buckets

@@ -110,7 +110,7 @@ STARTED = {
     "specVersion": "v1",
     "specHash": "sha256:" + "00" * 32,
     "account": "093646564004",
-    "regions": ["eu-west-1", "af-south-1"],
+    "regions": ["af-south-1", "eu-west-1"],
     "policy": {"approvalsRequired": 2, "approvalFirstWaitSeconds": 1800, "lockLeaseSeconds": 14400},
     "schedule": None,
 }
@@ -164,7 +164,7 @@ RENDER_CASES = [
         "Deployment Started",
         STARTED,
         None,
-        [":rocket: prod deployment started", "`eu-west-1`, `af-south-1`", "*Approvals required*\\n2", "CHG-1234"],
+        [":rocket: prod deployment started", "`af-south-1`, `eu-west-1`", "*Approvals required*\\n2", "CHG-1234"],
         (False, False),
         id="started",
     ),

@@ -272,9 +272,9 @@ def test_failover_resources_are_planned_in_their_region(
     # WHEN the environment is planned
     plan = plan_environment(target, spec)
 
-    # THEN the failover region comes first and holds only the failover bucket
+    # THEN the primary region comes first, and the failover region holds only the failover bucket
     assert [(r.region, r.name) for r in plan.resources] == [
-        ("eu-west-1", "bbws-test-failover"),
         (REGION, BUCKET),
         (REGION, TABLE),
+        ("eu-west-1", "bbws-test-failover"),
     ]

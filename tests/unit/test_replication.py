@@ -476,7 +476,7 @@ def test_a_rule_the_deployer_does_not_own_is_refused_never_replaced(replicated: 
 @pytest.mark.parametrize(
     ("buckets", "message"),
     [
-        ({"destination": False}, "does not exist; provision the failover region first"),
+        ({"destination": False}, "does not exist; provision it before replication is set up"),
         ({"destination_versioned": False}, "has versioning Disabled"),
     ],
 )

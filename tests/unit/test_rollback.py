@@ -146,17 +146,18 @@ def test_plan_is_the_reverse_of_the_deployment(replicated_spec: EnvironmentSpec)
     }
     # WHEN it is planned
     actions = plan_rollback(prior, replicated_spec)
-    # THEN replication goes first, then the primary region (tables, then buckets), the failover region last
+    # THEN replication goes first, then the failover region (deployed last), the primary region last
+    # (tables, then buckets)
     assert [(a.order, a.action, a.region) for a in actions] == [
         (1, "remove-replica", REGION),
         (2, "remove-replication", REGION),
-        (3, "restore-table", REGION),
-        (4, "restore-bucket", REGION),
-        (5, "remove-bucket", FAILOVER),
+        (3, "remove-bucket", FAILOVER),
+        (4, "restore-table", REGION),
+        (5, "restore-bucket", REGION),
     ]
     assert actions[0].changes == [{"field": f"replica.{FAILOVER}", "from": None, "to": None}]
     # AND versioning that was disabled is restored to Suspended, saying why
-    bucket = actions[3]
+    bucket = actions[4]
     assert {"field": "versioning", "from": None, "to": "Suspended"} in bucket.changes
     assert "Suspended" in bucket.detail
     assert all(a.status == "planned" for a in actions)

@@ -68,22 +68,22 @@ def test_switch_faults_pause_the_emulations_until_cleared() -> None:
     assert injector.active == set()
 
 
-def test_a_hung_create_in_the_primary_region_is_answered_503_when_the_fault_is_cleared() -> None:
+def test_a_hung_create_in_the_failover_region_is_answered_503_when_the_fault_is_cleared() -> None:
     injector = FaultInjector()
     hang = injector.inject("provisioning-hangs").answer
     # Another region, another call: not this fault's
-    assert hang(call("PUT", "/bbws-prod-new-failover", region="eu-west-1")) is None
-    assert hang(call("PUT", "/bbws-prod-new", versioning="")) is None
-    # A create in the primary region waits until the fault is cleared, then fails
+    assert hang(call("PUT", "/bbws-prod-new")) is None
+    assert hang(call("PUT", "/bbws-prod-new-failover", region="eu-west-1", versioning="")) is None
+    # A create in the failover region waits until the fault is cleared, then fails
     answers: list[Any] = []
-    create = call("POST", "/", service="dynamodb", target="DynamoDB_20120810.CreateTable")
+    create = call("POST", "/", service="dynamodb", target="DynamoDB_20120810.CreateTable", region="eu-west-1")
     waiting = threading.Thread(target=lambda: answers.append(hang(create)))
     waiting.start()
     injector.clear()
     waiting.join(timeout=60)
     assert [a.status_code for a in answers] == [500]
     # ... and once cleared it holds nothing back (a forgotten fault never holds a thread)
-    assert hang(call("PUT", "/bbws-prod-new")).status_code == 503  # type: ignore[union-attr]
+    assert hang(call("PUT", "/bbws-prod-new-failover", region="eu-west-1")).status_code == 503  # type: ignore[union-attr]
 
 
 def test_an_unknown_fault_is_refused_naming_the_known_ones() -> None:

@@ -44,7 +44,7 @@ def test_valid_spec_loads(spec: EnvironmentSpec) -> None:
     [
         ("dev", "536580886816", ["af-south-1"], 0, False),
         ("sit", "815856636111", ["af-south-1"], 1, True),
-        ("prod", "093646564004", ["eu-west-1", "af-south-1"], 2, True),
+        ("prod", "093646564004", ["af-south-1", "eu-west-1"], 2, True),
     ],
 )
 def test_sample_environment_loads(

@@ -332,7 +332,7 @@ def _require_destination(target: TargetSession, spec: EnvironmentSpec, source: B
             s3.head_bucket(Bucket=destination.name, ExpectedBucketOwner=target.account)
         except ClientError as exc:
             if error_code(exc) in _NOT_FOUND:
-                raise ProvisioningFailed(f"{where} does not exist; provision the failover region first") from exc
+                raise ProvisioningFailed(f"{where} does not exist; provision it before replication is set up") from exc
             if error_code(exc) in ("403", "AccessDenied", "Forbidden"):
                 raise ProvisioningFailed(f"{where} is not accessible as account {target.account} (403)") from exc
             raise

@@ -159,8 +159,9 @@ class Regions(Model):
         return self
 
     def all(self) -> list[str]:
-        """Regions in deployment order (failover first, so replication targets exist)."""
-        return [r for r in (self.failover, self.primary) if r]
+        """Regions in deployment order: the primary, then the failover once the primary has succeeded
+        (runbook section 6 steps 3 to 5); replication is configured after both (step 6)."""
+        return [r for r in (self.primary, self.failover) if r]
 
     def resolve(self, role: Literal["primary", "failover"]) -> str:
         region = self.primary if role == "primary" else self.failover
