@@ -172,6 +172,14 @@ def deployments(sandbox: Sandbox, stack: Stack, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture(scope="module")
+def promoted_to_sit(deployments: Deployments) -> dict[str, Any]:
+    """DEV deployed the repository's spec, as SIT's promotion rule requires before SIT may run it."""
+    result = deployments.run("dev", requested_by="pytest-promotion")
+    assert result["status"] == "SUCCEEDED", result
+    return result
+
+
+@pytest.fixture(scope="module")
 def bus_events(sandbox: Sandbox) -> EventCapture:
     sqs, events = sandbox.client("sqs"), sandbox.client("events")
     queue_url = sqs.create_queue(QueueName="test-bus-capture")["QueueUrl"]

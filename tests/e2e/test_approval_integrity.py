@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.sandbox_fixtures import TARGET_ACCOUNTS, Deployments
+
+# SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
+pytestmark = pytest.mark.usefixtures("promoted_to_sit")
 
 SIT = TARGET_ACCOUNTS["sit"]
 

@@ -12,6 +12,9 @@ import pytest
 
 from tests.sandbox_fixtures import TARGET_ACCOUNTS, Deployments, EventCapture
 
+# SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
+pytestmark = pytest.mark.usefixtures("promoted_to_sit")
+
 SIT_BUCKET = "bbws-sit-data-bucket"
 
 

@@ -22,6 +22,9 @@ from sandbox.accounts import role_session
 from sandbox.server import Sandbox
 from tests.sandbox_fixtures import REPO, Deployments
 
+# SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
+pytestmark = pytest.mark.usefixtures("promoted_to_sit")
+
 COMMIT = "a1" * 20
 OTHER_COMMIT = "b2" * 20
 

@@ -14,6 +14,9 @@ import pytest
 from deployer_cli import main
 from tests.sandbox_fixtures import REPO, Deployments, deployer
 
+# SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
+pytestmark = pytest.mark.usefixtures("promoted_to_sit")
+
 
 def test_run_json_prints_exactly_one_object_and_exits_zero_on_success(deployments: Deployments) -> None:
     completed = deployer(deployments, "run", "--env", "dev", "--requested-by", "ci-bot", "--json")

@@ -9,6 +9,20 @@ from typing import Any
 from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, EventCapture, deployer, wait_for
 
 
+def test_sit_that_dev_never_ran_is_refused_naming_dev(deployments: Deployments) -> None:
+    # GIVEN a fresh sandbox: DEV never ran this resources spec (this test runs before any DEV deployment here)
+    assert deployments.stack.records.history("dev", 1) == []
+    # WHEN SIT is deployed
+    refused = deployments.run("sit", requested_by="alice", change_ticket="CHG-98")
+    # THEN preflight refuses it, naming DEV as the missing link, before any approval is asked for
+    assert (refused["status"], refused["error"]) == ("FAILED", "PreflightFailed"), refused
+    (promotion,) = [c for c in refused["preflight"] if c["name"] == "promotion"]
+    assert not promotion["passed"]
+    assert "sit only receives a resources spec that succeeded in dev;" in promotion["detail"]
+    assert promotion["detail"].endswith("is missing in: dev (no dev deployment yet)")
+    assert "RequestApproval" not in deployments.states_entered(refused["executionArn"])
+
+
 def test_concurrent_deployment_of_one_environment_fails_with_lock_held(deployments: Deployments) -> None:
     # GIVEN a DEV deployment that is provisioning (held there by a slow provisioning function)
     provision = f"{deployments.sandbox.stack_name}-provision"

@@ -16,6 +16,9 @@ import yaml
 from deployer_cli import client
 from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, Deployments, deployer
 
+# SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
+pytestmark = pytest.mark.usefixtures("promoted_to_sit")
+
 DEV, PROD = TARGET_ACCOUNTS["dev"], TARGET_ACCOUNTS["prod"]
 
 

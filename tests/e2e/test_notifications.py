@@ -6,11 +6,15 @@ import json
 import urllib.request
 from typing import Any
 
+import pytest
 import yaml
 
 from deployer_cli.client import Stack
 from sandbox.server import Sandbox
 from tests.sandbox_fixtures import REPO, Deployments, wait_for
+
+# SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
+pytestmark = pytest.mark.usefixtures("promoted_to_sit")
 
 DEV_CHANNEL = "#bbws-deploy-dev"
 

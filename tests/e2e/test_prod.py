@@ -6,11 +6,15 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import yaml
 
 from deployer.spec import DeploymentWindow
 from deployer.windows import first_opening
 from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, TEST_GRACE, Deployments, EventCapture, wait_for
+
+# SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
+pytestmark = pytest.mark.usefixtures("promoted_to_sit")
 
 PROD = TARGET_ACCOUNTS["prod"]
 

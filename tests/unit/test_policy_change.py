@@ -8,7 +8,6 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 
 from deployer import policy_change as policy_change_module
 from deployer.policy_change import policy_change, policy_diff
@@ -60,9 +59,10 @@ def test_the_diff_names_each_changed_field_with_both_values() -> None:
 
 
 def test_an_added_section_shows_as_unset_before() -> None:
-    promotion = yaml.safe_load("from: dev")
-    new = Policy.model_validate({**SIT.policy.model_dump(mode="json", by_alias=True), "promotion": promotion})
-    assert policy_diff(SIT.policy, new) == [
+    # GIVEN SIT's policy before it had its promotion rule (from dev), and as it is
+    old = Policy.model_validate({**SIT.policy.model_dump(mode="json", by_alias=True), "promotion": None})
+    assert SIT.policy.promotion is not None
+    assert policy_diff(old, SIT.policy) == [
         "policy.promotion: null -> (unset)",
         'policy.promotion.from: (unset) -> "dev"',
         "policy.promotion.overrideApprovals: (unset) -> 1",

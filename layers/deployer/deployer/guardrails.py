@@ -99,6 +99,10 @@ class Guardrails(Model):
             )
         return rules
 
+    def promotion_source(self, environment: str) -> str | None:
+        """The environment the guardrails say ``environment`` is promoted from (its account's floor), if any."""
+        return next((r.floor.promotion_from for r in self.accounts.values() if r.allows_environment(environment)), None)
+
     def check_role(self, account: str, role_arn: str) -> None:
         """Refuse to assume any role but the account's guardrail role."""
         rules = self.for_account(account)

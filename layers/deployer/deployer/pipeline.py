@@ -185,7 +185,7 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "promotion", "global", spec.environment, True, f"rollback to {deployment.rollback_to}, which succeeded here"
         )
         if deployment.rollback_to
-        else promotion_check(tooling.records, spec, deployment.promotion_override)
+        else promotion_check(tooling.records, spec, deployment.promotion_override, tooling.guardrails)
     )
     try:
         checks = run_preflight(

@@ -1,9 +1,12 @@
-"""The promotion gate (runbook section 6 prerequisites): an environment only receives what its source ran.
+"""The promotion gate (runbook sections 5 and 6): an environment only receives what the whole chain before it ran.
 
-Policy ``promotion.from`` names the source environment (prod: sit). A deployment passes when
+Policy ``promotion.from`` names the source environment (prod: sit; sit: dev), and the chain goes
+on through the guardrails' ``promotionFrom`` of each source's account (sit's: dev): PROD needs
+the resources spec to have succeeded in SIT and in DEV. A deployment passes when, in every link,
 a deployment of the same resources spec, compared by ``EnvironmentSpec.promotion_hash()``,
-succeeded there; every record stores its spec's hash as ``promotionHash``. An override is
-possible only with a reason, and costs ``promotion.overrideApprovals`` extra approvals.
+succeeded; every record stores its spec's hash as ``promotionHash``. A refusal names every
+missing link. An override is possible only with a reason, and costs
+``promotion.overrideApprovals`` extra approvals.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from deployer.checks import CheckResult, run_check
+from deployer.guardrails import Guardrails
 from deployer.records import RecordStore
 from deployer.spec import EnvironmentSpec
 
@@ -22,13 +26,26 @@ OVERRIDE_PREFIX = "OVERRIDE: "
 HISTORY_LIMIT = 200
 
 
-def promotion_check(records: RecordStore, spec: EnvironmentSpec, override_reason: str | None) -> CheckResult:
-    """Pass when the promotion source succeeded with this resources spec, or when overridden with a reason.
+def promotion_check(
+    records: RecordStore, spec: EnvironmentSpec, override_reason: str | None, guardrails: Guardrails
+) -> CheckResult:
+    """Pass when every link of the promotion chain succeeded with this resources spec, or when overridden.
 
-    A failed check's detail names the hash that is missing and the source's latest deployment.
-    An AWS error reading the records is a failed check; a retryable one raises TransientAwsError.
+    A failed check's detail names the hash and each link that lacks it, with that environment's latest
+    deployment. An AWS error reading the records is a failed check; a retryable one raises TransientAwsError.
     """
-    return run_check(CHECK_NAME, GLOBAL, spec.environment, partial(_promotion, records, spec, override_reason))
+    check = partial(_promotion, records, spec, override_reason, guardrails)
+    return run_check(CHECK_NAME, GLOBAL, spec.environment, check)
+
+
+def chain(spec: EnvironmentSpec, guardrails: Guardrails) -> list[str]:
+    """The environments the spec must have succeeded in, nearest first (prod: sit, dev)."""
+    links: list[str] = []
+    source = spec.policy.promotion.from_ if spec.policy.promotion else None
+    while source is not None and source not in links and source != spec.environment:
+        links.append(source)
+        source = guardrails.promotion_source(source)
+    return links
 
 
 def extra_approvals(spec: EnvironmentSpec, check: CheckResult) -> int:
@@ -39,25 +56,33 @@ def extra_approvals(spec: EnvironmentSpec, check: CheckResult) -> int:
     return promotion.override_approvals if check.detail.startswith(OVERRIDE_PREFIX) else 0
 
 
-def _promotion(records: RecordStore, spec: EnvironmentSpec, override_reason: str | None) -> tuple[bool, str]:
+def _promotion(
+    records: RecordStore, spec: EnvironmentSpec, override_reason: str | None, guardrails: Guardrails
+) -> tuple[bool, str]:
     promotion = spec.policy.promotion
     if promotion is None:
         return True, "no promotion rule"
-    source, wanted = promotion.from_, spec.promotion_hash()
-    history = records.history(source, limit=HISTORY_LIMIT)
-    match = next((r for r in history if r.get("status") == "SUCCEEDED" and r.get("promotionHash") == wanted), None)
-    if match is not None:
-        return True, (
-            f"promotion hash {wanted} succeeded in {source} as deployment {match.get('deploymentId')}, "
-            f"finished {match.get('finishedAt', 'at an unrecorded time')}"
-        )
+    wanted, found, missing = spec.promotion_hash(), [], []
+    for source in chain(spec, guardrails):
+        history = records.history(source, limit=HISTORY_LIMIT)
+        match = next((r for r in history if r.get("status") == "SUCCEEDED" and r.get("promotionHash") == wanted), None)
+        if match is None:
+            missing.append(f"{source} ({_latest(source, history)})")
+        else:
+            found.append(
+                f"{source} as deployment {match.get('deploymentId')}, "
+                f"finished {match.get('finishedAt', 'at an unrecorded time')}"
+            )
+    if not missing:
+        return True, f"promotion hash {wanted} succeeded in " + "; in ".join(found)
     reason = (override_reason or "").strip()
     if reason:
         count = promotion.override_approvals
         return True, f"{OVERRIDE_PREFIX}{reason}; needs {count} extra approval(s)"
+    links = " and then ".join(reversed(chain(spec, guardrails)))
     return False, (
-        f"{spec.environment} only receives a resources spec that succeeded in {source}; no successful {source} "
-        f"deployment has promotion hash {wanted} ({_latest(source, history)})"
+        f"{spec.environment} only receives a resources spec that succeeded in {links}; promotion hash {wanted} "
+        f"is missing in: " + "; ".join(missing)
     )
 
 
