@@ -285,7 +285,8 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     outcome = parse_event(OutcomeEvent, event)
     finished_at = clock.now()
     fields: dict[str, Any] = {"status": outcome.status, "finishedAt": iso(finished_at)}
-    earlier = (tooling.records.get(outcome.deployment_id) or {}).get("decision") or {}
+    before = tooling.records.get(outcome.deployment_id)
+    earlier = (before or {}).get("decision") or {}
     if outcome.status == "SUCCEEDED" and earlier.get("response") == "recheck":
         # It failed, and passed when its steps ran again within the grace period: the runbook's fix forward.
         fields.update(status="SUCCEEDED_WITH_WARNINGS", decision=recovered(earlier, finished_at))
@@ -302,7 +303,8 @@ def record_outcome(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             {"executionArn": outcome.execution_arn, "input": outcome.input},
         )
     tooling.records.update(outcome.deployment_id, clock.now(), fields)
-    record = tooling.records.get(outcome.deployment_id) or {}
+    # The record as now written: read again only when it was just opened.
+    record = {**before, **fields} if before else tooling.records.get(outcome.deployment_id) or {}
     if fields["status"] in INCIDENT_STATUSES:
         # The post-incident report is kept with the deployment (`deployer report` re-renders it
         # later with the execution's last states).

@@ -62,8 +62,8 @@ def _promotion(
     promotion = spec.policy.promotion
     if promotion is None:
         return True, "no promotion rule"
-    wanted, found, missing = spec.promotion_hash(), [], []
-    for source in chain(spec, guardrails):
+    links, wanted, found, missing = chain(spec, guardrails), spec.promotion_hash(), [], []
+    for source in links:
         history = records.history(source, limit=HISTORY_LIMIT)
         match = next((r for r in history if r.get("status") == "SUCCEEDED" and r.get("promotionHash") == wanted), None)
         if match is None:
@@ -79,9 +79,9 @@ def _promotion(
     if reason:
         count = promotion.override_approvals
         return True, f"{OVERRIDE_PREFIX}{reason}; needs {count} extra approval(s)"
-    links = " and then ".join(reversed(chain(spec, guardrails)))
     return False, (
-        f"{spec.environment} only receives a resources spec that succeeded in {links}; promotion hash {wanted} "
+        f"{spec.environment} only receives a resources spec that succeeded in {' and then '.join(reversed(links))}; "
+        f"promotion hash {wanted} "
         f"is missing in: " + "; ".join(missing)
     )
 

@@ -397,7 +397,10 @@ class RecordStore:
         return _decode(item) if item else None
 
     def keep_lock_until(self, environment: str, deployment_id: str, until: datetime) -> bool:
-        """Make this deployment's lease end at ``until`` (never later than it did); False if it does not hold it."""
+        """Make this deployment's lease end at ``until`` (never later than it did); False if it does not hold it.
+
+        The caller caps ``until`` at the lease it read, so a refusal means the lock changed hands since.
+        """
         epoch = int(until.timestamp())
         try:
             with transient_errors():
@@ -410,8 +413,7 @@ class RecordStore:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
-            holder = self.lock_holder(environment)
-            return holder is not None and holder.get("deploymentId") == deployment_id
+            return False
         return True
 
     def release_lock(self, environment: str, deployment_id: str) -> bool:

@@ -47,7 +47,7 @@ def decide_rollback(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             f"not rolled back: {error} after changes in {', '.join(sorted(applied))}: another deployment holds "
             "the environment, and rolling back under it would change what it deploys; the changes stay as recorded"
         )
-    tooling.records.update(deployment.deployment_id, clock.now(), {"decision": decision})
+    tooling.records.update(deployment.deployment_id, now, {"decision": decision})
     if decision["response"] == "rollback":
         # Counted as it starts (the state machine's next step publishes Rollback Started).
         record_rollback(deployment.environment, decision["criterion"])
