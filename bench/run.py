@@ -83,7 +83,7 @@ def main() -> None:
 
     tables: list[Table] = []
     with sandbox_stack(window="prod") as (sandbox, stack):
-        tables += timed("end to end: DEV, SIT, PROD", lambda: end_to_end.measure(stack, args.reruns))
+        tables += timed("end to end: DEV, SIT, PROD", lambda: end_to_end.measure(sandbox, stack, args.reruns))
         tables += timed("runbook section 7 CLI vs our validation", lambda: runbook_cli.measure(sandbox, "dev"))
     with sandbox_stack() as (sandbox, _):
         tables += timed("AWS API calls against the minimum", lambda: api_calls.measure(sandbox))

@@ -91,9 +91,17 @@ def run() -> int:
         )
         _section("the approval in Slack (fake Slack, channel C0DEPLOYSIT)")
         show_slack(sandbox, "C0DEPLOYSIT")
+        _section("PROD announcement (runbook section 6 step 1): 24 hours' notice of change CHG-2026")
+        at = sandbox.announce_ahead("prod", "CHG-2026", "alice")
+        announced = stack.records.announcements("prod", "CHG-2026")[0]
+        print(f"  announced {announced['announcedAt']} by {announced['announcedBy']['name']}")
+        print(f"  window    {announced['detail']['windowText']}")
+        sandbox.eventbridge.drain(30)
+        show_slack(sandbox, "C0DEPLOYPROD")
+        print(f"  simulated time moves to the announced window: {at.astimezone(ZoneInfo('Africa/Johannesburg'))}")
         prod = deploy(
             stack,
-            "PROD deployment (runbook section 6): promoted from SIT, two approvers, both regions, replication",
+            "PROD deployment (runbook section 6): announced, promoted from SIT, two approvers, both regions",
             env="prod",
             change_ticket="CHG-2026",
             approve_as=["senior-engineer-1", "senior-engineer-2"],

@@ -259,6 +259,34 @@ class Sandbox:
         self.travel(opens)
         return opens
 
+    def first_announceable(self, environment: str, spec: Path | None = None) -> datetime:
+        """The earliest window the environment's policy lets be announced now: its notice away, a whole window.
+
+        ``spec`` is the environment's spec file (default ``environments/<environment>.yaml``).
+        """
+        policy = load_spec_file(spec or self.repo / "environments" / f"{environment}.yaml").policy
+        earliest = self.now() + timedelta(hours=policy.minimum_notice_hours, minutes=1)
+        opens = first_opening(policy.window, earliest) if policy.window else earliest
+        if opens is None:
+            raise ValueError(f"environment {environment} has no deployment window that opens again")
+        return opens
+
+    def announce_ahead(
+        self, environment: str, change_ticket: str, requested_by: str = "alice", spec_dir: Path | None = None
+    ) -> datetime:
+        """Announce the earliest window the notice allows (as `deployer announce` does), then travel to it.
+
+        The spec is ``spec_dir/<environment>.yaml`` (default ``environments/``); returns the window's start.
+        """
+        from deployer_cli import client
+
+        spec_dir = spec_dir or self.repo / "environments"
+        at = self.first_announceable(environment, spec_dir / f"{environment}.yaml")
+        stack = client.Stack.discover(self.session(), self.stack_name, self.region, self.endpoint)
+        client.announce(stack, spec_dir, environment, change_ticket=change_ticket, at=at, requested_by=requested_by)
+        self.travel(at)
+        return at
+
     def _set_clock(self, to: datetime) -> None:
         assert self.runtime is not None
         offset = (to - datetime.now(UTC)).total_seconds()

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,15 @@ class Deployments:
             resources={"buckets": [{"name": f"bbws-{environment}-bucket"}]},
         )
 
+    def _spec_dir(self, environment: str) -> Path:
+        return self.spec_dir if (self.spec_dir / f"{environment}.yaml").exists() else REPO / "environments"
+
+    def announce(self, environment: str, change_ticket: str, requested_by: str = "alice") -> datetime:
+        """Announce the earliest window the notice allows (as `deployer announce` does), then travel to it."""
+        return self.sandbox.announce_ahead(environment, change_ticket, requested_by, self._spec_dir(environment))
+
     def start(self, environment: str, requested_by: str = "pytest", **kwargs: Any) -> str:
-        spec_dir = self.spec_dir if (self.spec_dir / f"{environment}.yaml").exists() else REPO / "environments"
+        spec_dir = self._spec_dir(environment)
         version = client.push_spec(self.stack, spec_dir, environment)
         request = client.build_request(
             environment,
@@ -85,6 +93,7 @@ class Deployments:
             version,
             scheduledFor=kwargs.get("scheduled_for"),
             promotionOverride=kwargs.get("promotion_override"),
+            emergency=kwargs.get("emergency"),
         )
         return client.start(self.stack, request)
 
@@ -123,6 +132,10 @@ class Deployments:
             for e in client.history(self.stack, execution_arn)
             if e["type"].endswith("StateEntered")
         ]
+
+    def calls_into(self, account: str) -> int:
+        """How many AWS calls anyone has made into ``account`` so far."""
+        return sum(n for (called, _, _), n in self.sandbox.calls.snapshot().items() if called == account)
 
     def target(self, account: str = DEV) -> boto3.Session:
         """A session in a target account, for arranging and inspecting it by hand."""

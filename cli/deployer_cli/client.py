@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -178,6 +179,31 @@ def start(stack: Stack, request: dict[str, Any], name: str | None = None) -> str
         input=json.dumps(request),
     )
     return str(response["executionArn"])
+
+
+class AnnouncementRefused(Exception):
+    """The state machine refused an announceOnly input; the message is its error and cause."""
+
+
+def announce(
+    stack: Stack, spec_dir: Path, environment: str, *, change_ticket: str, at: datetime, requested_by: str
+) -> dict[str, Any]:
+    """Announce a window as the Step Functions console does: an ``announceOnly`` execution; returns its detail."""
+    version = push_spec(stack, spec_dir, environment)
+    request = build_request(
+        environment, requested_by, change_ticket, False, version, scheduledFor=at, announceOnly=True
+    )
+    arn = start(stack, request, name=f"announce-{execution_name(environment)}")
+    ended = wait(stack, arn, poll_seconds=0.1, timeout_seconds=120)
+    if ended["status"] != "SUCCEEDED":
+        failed = next(
+            (e["executionFailedEventDetails"] for e in history(stack, arn) if e["type"] == "ExecutionFailed"), {}
+        )
+        cause = failed.get("cause") or ""
+        with contextlib.suppress(ValueError, TypeError):
+            cause = json.loads(cause).get("errorMessage", cause)
+        raise AnnouncementRefused(f"{failed.get('error', ended['status'])}: {cause}")
+    return dict(json.loads(ended["output"])["deployment"]["announcement"])
 
 
 def history(stack: Stack, execution_arn: str) -> list[dict[str, Any]]:

@@ -111,6 +111,7 @@ def _run_via_api(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[
             "scheduledFor": args.at.isoformat() if getattr(args, "at", None) else None,
             "dryRun": dry_run,
             "promotionOverride": getattr(args, "promotion_override", None),
+            "emergency": getattr(args, "emergency", None),
         }.items()
         if v is not None
     }
@@ -156,6 +157,7 @@ def _run_deployment(args: argparse.Namespace, stack: Stack, dry_run: bool) -> di
         version,
         scheduledFor=getattr(args, "at", None),
         promotionOverride=getattr(args, "promotion_override", None),
+        emergency=getattr(args, "emergency", None),
         rollbackTo=rollback_to,
     )
     clicks = [("approve", u) for u in getattr(args, "approve_as", None) or []]
@@ -248,6 +250,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--inject is for sandbox game days only; it is refused against real AWS")
     with connect(args) as stack:
         return _report(args, _deploy(args, stack, args.dry_run))
+
+
+def cmd_announce(args: argparse.Namespace) -> int:
+    """Announce the window a change ticket's deployment will apply in (runbook section 6, step 1)."""
+    with connect(args) as stack:
+        if args.via_api:
+            body = {
+                "environment": args.env,
+                "changeTicket": args.change_ticket,
+                "scheduledFor": args.at.isoformat(),
+                "requestedBy": args.requested_by,
+            }
+            claims = {"environment": args.env, "actor": args.requested_by.removeprefix("github:"), "ref": args.ref}
+            token = client.ci_token(stack, claims)
+            answer = client.api_call(stack, "POST", "/announcements", body, {TOKEN_HEADER: token} if token else None)
+        else:
+            answer = client.announce(
+                stack,
+                Path(args.spec_dir),
+                args.env,
+                change_ticket=args.change_ticket,
+                at=args.at,
+                requested_by=args.requested_by,
+            )
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+    else:
+        print(f"{args.env} change {args.change_ticket} announced: {answer['windowText']}")
+        print(f"  announcement {answer['announcementId']}, announced at {answer['announcedAt']}")
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -395,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inject", metavar="FAULT", help="sandbox game day: make this fault happen (deployer faults)")
     run.add_argument("--at", type=timestamp, help="announce now, deploy at this ISO 8601 time (scheduledFor)")
     run.add_argument("--promotion-override", metavar="REASON", help="deploy a spec the promotion source never ran")
+    run.add_argument(
+        "--emergency",
+        metavar="REASON",
+        help="apply without the policy's notice: its extra approvals, announced in its incident channel",
+    )
     api = run.add_argument_group("through the deployments API, as CI does (SigV4-signed)")
     api.add_argument("--via-api", action="store_true", help="start and follow the deployment through the API")
     api.add_argument("--commit", default="HEAD", help="deploy the spec as it is in this git commit (default HEAD)")
@@ -418,6 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
         vote.add_argument("approval_id")
         vote.add_argument("--as", dest="as_user", required=True, metavar="USER", help="Slack user id or approver name")
         vote.set_defaults(func=cmd_vote, action=action)
+
+    notice = sub.add_parser(
+        "announce", parents=[target], help="announce the window a change ticket's deployment will apply in"
+    )
+    notice.add_argument("--env", required=True, help="environment: the name of environments/<env>.yaml")
+    notice.add_argument("--change-ticket", required=True, help="the change the deployment will name")
+    notice.add_argument("--at", type=timestamp, required=True, help="the window's start (ISO 8601 with an offset)")
+    notice.add_argument("--requested-by", default=_default_user())
+    notice.add_argument("--spec-dir", default="environments", help="where <env>.yaml is read from")
+    notice.add_argument("--via-api", action="store_true", help="through the deployments API (POST /announcements)")
+    notice.add_argument("--ref", default="refs/heads/main", help="sandbox: the git ref the minted CI token names")
+    notice.set_defaults(func=cmd_announce)
 
     plan = sub.add_parser("plan", parents=[target, deployment], help="plan a deployment without applying it")
     plan.set_defaults(func=cmd_plan)
@@ -473,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         UsageError,
         client.FaultsUnavailable,
         client.ApiRefused,
+        client.AnnouncementRefused,
     ) as exc:
         print(f"deployer: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -187,6 +187,7 @@ def test_the_api_keeps_to_its_openapi_document(api: str) -> None:
     operations = {result.ok().label: result.ok() for result in schema.get_all_operations()}
     assert set(operations) == {
         "POST /deployments",
+        "POST /announcements",
         "GET /deployments",
         "GET /deployments/{id}",
         "GET /guardrails",

@@ -133,7 +133,7 @@ def test_plan_that_drifts_after_approval_stops_before_applying(deployments: Depl
 
 def test_prod_needs_two_distinct_approvers_and_never_the_requester(deployments: Deployments) -> None:
     # GIVEN a PROD deployment (inside its window; SIT ran this spec above) requested by an approver
-    deployments.sandbox.travel_to_window("prod")
+    deployments.announce("prod", "CHG-200")
     arn = deployments.start("prod", requested_by="senior-engineer-1", change_ticket="CHG-200")
     approval = deployments.approval(arn)
     assert approval.required == 2

@@ -9,6 +9,7 @@ sandbox's issuer minted, as GitHub would for the job.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -99,6 +100,31 @@ def test_a_token_from_a_dev_branch_cannot_deploy_prod(sandbox: Sandbox) -> None:
     assert "403" in refused
     assert "ref claim is refused: refs/heads/dev-hotfix is not a deployment branch of account 093646564004" in refused
     assert "whose guardrails allow main" in refused
+
+
+def test_ci_announces_prod_through_the_api_as_its_actor_and_only_its_own_environment(sandbox: Sandbox) -> None:
+    token = sandbox.oidc.mint(environment="prod", sha=COMMIT, actor="octo-release")
+    at = sandbox.first_announceable("prod")
+    body = {"environment": "prod", "changeTicket": "CHG-7", "scheduledFor": at.isoformat()}
+
+    def announce(role: str, **changes: Any) -> Any:
+        return client.api_call(ci(sandbox, role), "POST", "/announcements", {**body, **changes}, {TOKEN_HEADER: token})
+
+    # WHEN PROD's CI role announces a window a day ahead THEN it is kept, announced by the token's actor
+    announced = announce("prod")
+    assert (announced["changeTicket"], announced["announcedBy"]) == ("CHG-7", "github:octo-release")
+    assert announced["windowStart"] == at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    kept = Stack(sandbox.session(), sandbox.endpoint, sandbox.region, sandbox.outputs).records.announcements(
+        "prod", "CHG-7"
+    )
+    assert [a["announcementId"] for a in kept] == [announced["announcementId"]]
+    # AND dev's role may not announce PROD
+    assert "it may not announce environment prod" in refusal(lambda: announce("dev"))
+    # AND a window with less than a day's notice is refused, naming scheduledFor
+    soon = (sandbox.now() + timedelta(hours=2)).isoformat()
+    too_soon = refusal(lambda: announce("prod", scheduledFor=soon))
+    assert "answered 400" in too_soon
+    assert "scheduledFor: a scheduled deployment needs at least 24 hours' notice" in too_soon
 
 
 @pytest.mark.parametrize(

@@ -58,8 +58,16 @@ def test_sit_approved_from_the_command_line(deployments: Deployments) -> None:
 
 
 def test_prod_with_two_approvers_from_the_command_line(deployments: Deployments) -> None:
-    # GIVEN SIT succeeded with this spec (above), and it is inside PROD's window
-    deployments.sandbox.travel_to_window("prod")
+    # GIVEN SIT succeeded with this spec (above), and change CHG-4 is announced for the first window a day ahead
+    at = deployments.sandbox.first_announceable("prod")
+    announced = deployer(
+        deployments, "announce", "--env", "prod", "--change-ticket", "CHG-4", "--at", at.isoformat(),
+        "--requested-by", "alice",
+    )  # fmt: skip
+    assert announced.returncode == 0, announced.stderr
+    assert announced.stdout.startswith("prod change CHG-4 announced: ")
+    # AND that window has come (simulated)
+    deployments.sandbox.travel(at)
     # WHEN PROD runs with two approvers clicking
     completed = deployer(
         deployments, "run", "--env", "prod", "--change-ticket", "CHG-4", "--requested-by", "alice",
@@ -79,7 +87,7 @@ def test_prod_with_two_approvers_from_the_command_line(deployments: Deployments)
 
 def test_approve_command_clicks_through_the_api(deployments: Deployments) -> None:
     # GIVEN a PROD deployment (inside its window; SIT ran this spec above) waiting for its two approvals
-    deployments.sandbox.travel_to_window("prod")
+    deployments.announce("prod", "CHG-3")
     arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-3")
     approval = deployments.approval(arn)
     # WHEN two approvers approve with `deployer approve`

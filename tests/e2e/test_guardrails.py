@@ -37,16 +37,12 @@ def prod_spec(deployments: Deployments, **policy: Any) -> None:
     write_spec(deployments, "prod", data)
 
 
-def calls_into(deployments: Deployments, account: str) -> int:
-    return sum(n for (called, _, _), n in deployments.sandbox.calls.snapshot().items() if called == account)
-
-
 @contextmanager
 def untouched(deployments: Deployments, account: str) -> Iterator[None]:
     """Whatever runs inside makes no call into ``account``, and leaves it without buckets or tables."""
-    before = calls_into(deployments, account)
+    before = deployments.calls_into(account)
     yield
-    assert calls_into(deployments, account) == before
+    assert deployments.calls_into(account) == before
     assert deployments.target_client("s3", account=account).list_buckets()["Buckets"] == []
     for region in ("af-south-1", "eu-west-1"):
         assert deployments.target_client("dynamodb", account=account, region=region).list_tables()["TableNames"] == []
@@ -137,7 +133,7 @@ def test_a_tightened_prod_spec_passes_with_three_approvals(deployments: Deployme
     deployments.click(deployments.approval(sit), "sit-lead")
     assert deployments.finish(sit)["status"] == "SUCCEEDED"
     prod_spec(deployments, approvals={**spec_data("prod")["policy"]["approvals"], "required": 3})
-    deployments.sandbox.travel_to_window("prod")
+    deployments.announce("prod", "CHG-501")
     # WHEN PROD is deployed and three approvers approve
     arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-501")
     approval = deployments.approval(arn)
@@ -153,6 +149,7 @@ def test_a_tightened_prod_spec_passes_with_three_approvals(deployments: Deployme
 def test_lowering_prod_quorum_needs_the_previous_policys_quorum(deployments: Deployments) -> None:
     # GIVEN PROD last succeeded under three approvals; its spec now asks for the floor's two
     prod_spec(deployments)
+    deployments.announce("prod", "CHG-502")
     arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-502")
     approval = deployments.approval(arn)
     # THEN the approval message shows the change and that the previous policy's quorum must approve too

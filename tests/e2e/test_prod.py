@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import yaml
 
 from deployer.spec import DeploymentWindow
 from deployer.windows import first_opening
+from deployer_cli import client
 from tests.sandbox_fixtures import REPO, TARGET_ACCOUNTS, TEST_GRACE, Deployments, EventCapture, wait_for
 
 # SIT only receives what DEV ran (its promotion rule): DEV deploys first, once per module.
@@ -27,16 +29,47 @@ def next_local(deployments: Deployments, weekday: str, clock: str, after: timede
     return moment
 
 
-def deploy_prod(deployments: Deployments, **kwargs: object) -> dict[str, object]:
-    arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-300", **kwargs)
+def deploy_prod(deployments: Deployments, ticket: str = "CHG-300", **kwargs: object) -> dict[str, object]:
+    """Announce a PROD change 24 hours ahead (simulated), then deploy it then with two approvals."""
+    deployments.announce("prod", ticket)
+    arn = deployments.start("prod", requested_by="alice", change_ticket=ticket, **kwargs)
     approval = deployments.approval(arn)
     deployments.click(approval, "senior-engineer-1")
     deployments.click(approval, "senior-engineer-2")
     return deployments.finish(arn)
 
 
-def test_prod_is_refused_until_sit_ran_the_same_spec(deployments: Deployments) -> None:
+def test_unannounced_prod_is_refused_notice_too_short_before_anyone_is_asked(deployments: Deployments) -> None:
+    # GIVEN PROD's window is open, and change CHG-290 was never announced
     deployments.sandbox.travel_to_window("prod")
+    calls_before = deployments.calls_into(PROD)
+    # WHEN PROD is deployed for it
+    refused = deployments.run("prod", requested_by="alice", change_ticket="CHG-290")
+    # THEN it is refused at once, naming the ticket and how to announce it; nothing is asked, locked or created
+    assert (refused["status"], refused["error"]) == ("FAILED", "NoticeTooShort"), refused
+    assert "CHG-290 was never announced for prod" in refused["cause"]
+    assert "deployer announce --env prod --change-ticket CHG-290" in refused["cause"]
+    states = deployments.states_entered(refused["executionArn"])
+    assert "AcquireLock" not in states
+    assert "RequestApproval" not in states
+    assert deployments.calls_into(PROD) == calls_before
+
+    # GIVEN CHG-291 announced just now, for the first window 24 hours ahead
+    at = deployments.sandbox.first_announceable("prod")
+    client.announce(
+        deployments.stack, REPO / "environments", "prod", change_ticket="CHG-291", at=at, requested_by="alice"
+    )
+    # WHEN it is deployed before then
+    early = deployments.run("prod", requested_by="alice", change_ticket="CHG-291")
+    # THEN the notice is too short, by how much
+    assert (early["status"], early["error"]) == ("FAILED", "NoticeTooShort"), early
+    assert "CHG-291 was announced at" in early["cause"]
+    assert "needs 24 hours' notice" in early["cause"]
+    assert deployments.calls_into(PROD) == calls_before
+
+
+def test_prod_is_refused_until_sit_ran_the_same_spec(deployments: Deployments) -> None:
+    deployments.announce("prod", "CHG-299")
     # GIVEN SIT never ran this resources spec
     # WHEN PROD is deployed
     refused = deployments.run("prod", requested_by="alice", change_ticket="CHG-299")
@@ -51,6 +84,7 @@ def test_prod_is_refused_until_sit_ran_the_same_spec(deployments: Deployments) -
 def test_promotion_override_passes_preflight_but_needs_an_extra_approval(deployments: Deployments) -> None:
     # GIVEN SIT still never ran this spec
     # WHEN PROD is deployed with a promotion override
+    deployments.announce("prod", "CHG-298")
     arn = deployments.start(
         "prod", requested_by="alice", change_ticket="CHG-298", promotion_override="CAB-approved emergency fix CHG-298"
     )
@@ -76,8 +110,16 @@ def test_full_prod_deployment_after_sit(deployments: Deployments, bus_events: Ev
     # WHEN PROD is deployed inside its window with two approvals
     result = deploy_prod(deployments)
 
-    # THEN both regions are provisioned and validated, and replication is configured and verified
+    # THEN it applied inside the window announced a day before, which its record keeps
     assert result["status"] == "SUCCEEDED", result
+    record = deployments.stack.records.get(str(result["deploymentId"]))
+    assert record is not None
+    announced = record["announcement"]
+    assert announced["changeTicket"] == "CHG-300"
+    applied_from = datetime.fromisoformat(announced["windowStart"])
+    assert applied_from - datetime.fromisoformat(announced["announcedAt"]) >= timedelta(hours=24)
+    assert datetime.fromisoformat(str(result["startedAt"])) >= applied_from
+    # AND both regions are provisioned and validated, and replication is configured and verified
     assert result["regions"] == ["af-south-1", "eu-west-1"]
     assert {c["region"] for c in result["checks"]} == {"eu-west-1", "af-south-1"}
     names = {c["name"] for c in result["checks"]}
@@ -107,6 +149,35 @@ def test_unchanged_prod_rerun_changes_nothing(deployments: Deployments) -> None:
     assert result["mutatingCalls"] == 0
 
 
+def test_an_emergency_skips_the_notice_for_an_extra_approval_and_tells_the_incident_channel(
+    deployments: Deployments,
+) -> None:
+    # GIVEN PROD's window is open and change CHG-310 was never announced
+    deployments.sandbox.travel_to_window("prod")
+    # WHEN it is deployed as an emergency
+    reason = "Sev-1 INC-42: the site cannot write generation state"
+    arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-310", emergency=reason)
+    approval = deployments.approval(arn)
+    # THEN it needs the policy's extra approval (three, not two), and #incidents is told why
+    assert approval.required == 3
+    incident = wait_for(
+        lambda: [m for m in deployments.slack_messages() if m.get("channel") == "#incidents"], "the incident post"
+    )
+    assert reason in incident[0]["text"] or reason in json.dumps(incident[0]["blocks"])
+    assert "Emergency prod deployment" in incident[0]["text"]
+    # AND two approvals are not enough
+    deployments.click(approval, "senior-engineer-1")
+    deployments.click(approval, "senior-engineer-2")
+    assert deployments.stack.approvals.get(approval.approval_id).status == "PENDING"  # type: ignore[union-attr]
+    # WHEN the third approves, it deploys, recorded as an emergency
+    deployments.click(approval, "senior-engineer-3")
+    result = deployments.finish(arn)
+    assert result["status"] == "SUCCEEDED", result
+    record = deployments.stack.records.get(arn.rsplit(":", 1)[1])
+    assert record is not None
+    assert (record["emergency"], record["announcement"]) == (reason, None)
+
+
 def test_paused_replication_fails_the_replication_checks_naming_the_resource(deployments: Deployments) -> None:
     # GIVEN PROD holds data, and replication is paused (the game-day fault, as AWS FIS can pause it)
     s3 = deployments.target_client("s3", account=PROD)
@@ -134,11 +205,18 @@ def test_paused_replication_fails_the_replication_checks_naming_the_resource(dep
     assert ddb.get_item(TableName="Site-Generation-State", Key={"SiteId": {"S": "site-001"}}).get("Item")
 
 
-def test_outside_the_window_beyond_max_wait_fails(deployments: Deployments) -> None:
-    # GIVEN it is Saturday in Johannesburg; the window opens Monday, beyond maxWaitHours (2)
+def test_outside_the_window_beyond_max_wait_fails_even_for_an_emergency(deployments: Deployments) -> None:
+    # GIVEN it is Saturday in Johannesburg; the window opens Monday, beyond maxWaitHours (2). No window can
+    # be announced for a Saturday, so only an emergency (which skips the notice, never the window) gets this far
     deployments.sandbox.travel(next_local(deployments, "sat", "11:00"))
     try:
-        result = deploy_prod(deployments)
+        arn = deployments.start(
+            "prod", requested_by="alice", change_ticket="CHG-311", emergency="Sev-1 INC-43 on a Saturday"
+        )
+        approval = deployments.approval(arn)
+        for approver in ("senior-engineer-1", "senior-engineer-2", "senior-engineer-3"):
+            deployments.click(approval, approver)
+        result = deployments.finish(arn)
     finally:
         deployments.sandbox.travel_to_window("prod")
     # THEN it ends OutsideDeploymentWindow after approval, having changed nothing
@@ -234,7 +312,6 @@ def test_scheduled_deployment_is_announced_then_waits_for_its_time(
 def test_a_provisioning_timeout_in_the_second_region_rolls_back_the_first(deployments: Deployments) -> None:
     # GIVEN a PROD change adding a bucket in each region (primary first), whose failover-region create hangs
     # until the provisioning function times out (the game-day fault; the function's timeout cut to seconds)
-    deployments.sandbox.travel_to_window("prod")
     spec = yaml.safe_load((REPO / "environments" / "prod.yaml").read_text())
     spec["policy"].setdefault("rollback", {}).update(TEST_GRACE)
     spec["resources"]["buckets"] += [
@@ -243,6 +320,7 @@ def test_a_provisioning_timeout_in_the_second_region_rolls_back_the_first(deploy
     ]
     path = deployments.spec_dir / "prod.yaml"
     path.write_text(yaml.safe_dump(spec))
+    deployments.announce("prod", "CHG-303")
     runtime = deployments.sandbox.runtime
     assert runtime is not None
     provision = f"{deployments.sandbox.stack_name}-provision"

@@ -59,6 +59,7 @@ def test_start_deployment_pins_the_spec_and_opens_the_record(deployments: Deploy
         "approvalFirstWaitSeconds": 3600,
         "lockLeaseSeconds": 7200,
         "hasWindow": False,
+        "needsNotice": False,
         "hasReplication": False,
     }
     assert context["schedule"] is None

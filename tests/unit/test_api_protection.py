@@ -49,6 +49,7 @@ def test_only_the_deployers_roles_may_put_its_events_on_its_bus() -> None:
         {"Fn::GetAtt": ["ApprovalRequestFunctionRole", "Arn"]},
         {"Fn::GetAtt": ["DeploymentsApiFunctionRole", "Arn"]},
         {"Fn::GetAtt": ["CloseStoppedFunctionRole", "Arn"]},
+        {"Fn::GetAtt": ["StartDeploymentFunctionRole", "Arn"]},
     ]
     # AND those are the only roles whose policies put events on the bus
     putters = {
@@ -62,4 +63,5 @@ def test_only_the_deployers_roles_may_put_its_events_on_its_bus() -> None:
         "ApprovalRequestFunction",
         "DeploymentsApiFunction",
         "CloseStoppedFunction",
+        "StartDeploymentFunction",
     }

@@ -6,7 +6,7 @@ import base64
 import copy
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from deployer.deployments_api import build_api
-from deployer.models import ApiDeploymentRequest
+from deployer.models import ApiAnnouncementRequest, ApiDeploymentRequest
 from deployer.oidc import TOKEN_HEADER, OidcVerifier
 from deployer.records import RecordStore
 from deployer.resources import WaitConfig
@@ -169,6 +169,26 @@ def test_brackets_inside_strings_do_not_count_as_nesting(tooling: Tooling) -> No
     assert {e["field"] for e in response["json"]["errors"]} == {"changeTicket"}
 
 
+def test_an_announcement_names_its_bad_fields_and_keeps_nothing(tooling: Tooling) -> None:
+    # WHEN an announcement lacks its change ticket and gives no time with an offset
+    response = call(tooling, "POST", "/announcements", {"environment": "dev", "scheduledFor": "2030-01-01T09:00"})
+    # THEN each field is named, and nothing is announced
+    assert response["statusCode"] == 400
+    assert response["json"]["message"] == "invalid announcement"
+    assert {e["field"] for e in response["json"]["errors"]} == {"changeTicket", "scheduledFor"}
+    assert tooling.records.announcements("dev") == []
+    # AND a time no window can be computed for (datetime's very ends) is named, not a 500
+    edge = {"environment": "dev", "changeTicket": "C-1", "scheduledFor": "0001-01-01T00:00:00+01:00"}
+    far = call(tooling, "POST", "/announcements", edge)
+    assert (far["statusCode"], [e["field"] for e in far["json"]["errors"]]) == (400, ["scheduledFor"])
+    # AND an environment without a spec is 404
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    unknown = call(
+        tooling, "POST", "/announcements", {"environment": "qa", "changeTicket": "C-1", "scheduledFor": later}
+    )
+    assert unknown["statusCode"] == 404
+
+
 def test_an_unknown_environment_is_404_naming_the_known_ones(tooling: Tooling) -> None:
     response = call(tooling, "POST", "/deployments", request(environment="qa"))
 
@@ -283,10 +303,16 @@ def _constraints(schema: dict[str, Any]) -> dict[str, Any]:
     return {k: main[k] for k in keys if k in main} | {"nullable": schema.get("nullable", len(options) > 1)}
 
 
-def test_the_openapi_document_describes_exactly_the_model_the_api_validates_with() -> None:
+@pytest.mark.parametrize(
+    ("schema", "model_type"),
+    [("DeploymentRequest", ApiDeploymentRequest), ("AnnouncementRequest", ApiAnnouncementRequest)],
+)
+def test_the_openapi_document_describes_exactly_the_model_the_api_validates_with(
+    schema: str, model_type: type[ApiDeploymentRequest | ApiAnnouncementRequest]
+) -> None:
     document = yaml.safe_load((REPO / "openapi.yaml").read_text())
-    declared = document["components"]["schemas"]["DeploymentRequest"]
-    model = ApiDeploymentRequest.model_json_schema(by_alias=True)
+    declared = document["components"]["schemas"][schema]
+    model = model_type.model_json_schema(by_alias=True)
 
     assert set(declared["required"]) == set(model["required"])
     assert declared["additionalProperties"] is False

@@ -133,6 +133,20 @@ def test_prod_window_must_lie_inside_the_guardrail_window(
     assert lines[0].startswith(line)
 
 
+def test_an_emergency_cheaper_than_the_floor_is_refused() -> None:
+    # GIVEN guardrails whose PROD floor prices an emergency at two extra approvals
+    document = yaml.safe_load(DOCUMENT.read_text())
+    document["accounts"][PROD]["floor"]["emergencyApprovals"] = 2
+    strict = parse_guardrails(yaml.safe_dump(document), "strict.yaml")
+    # WHEN PROD's spec offers an emergency for one THEN it is refused, naming both prices
+    lines = _refusal(strict, _prod(emergency={"extraApprovals": 1, "channel": "#incidents"}))
+    assert lines == [
+        f"policy.emergency.extraApprovals: the spec has 1; the guardrails of account {PROD} (prod) require at least 2"
+    ]
+    # AND a spec with no emergency path at all (stricter) passes
+    strict.enforce(_prod(emergency=None))
+
+
 def test_a_tightened_prod_spec_passes(guardrails: Guardrails) -> None:
     # GIVEN PROD's spec with three approvals, a shorter window, more blackouts and more notice
     prod = _spec_data("prod")["policy"]

@@ -587,6 +587,50 @@ def test_a_deployments_notifications_share_one_thread_and_outcomes_reach_the_cha
     assert "waiting for approval" in approval["text"]
 
 
+def test_an_emergency_goes_to_the_incident_channel_outside_the_deployments_thread(world: World) -> None:
+    # GIVEN a PROD deployment whose thread is open
+    world.open_record()
+    started = world.notify(envelope("Deployment Started", {**STARTED, "specVersion": world.versions["prod"]}))
+    # WHEN its emergency is declared
+    declared = world.notify(
+        envelope(
+            "Emergency Deployment Declared",
+            {
+                "deploymentId": PROD_ID,
+                "environment": "prod",
+                "requestedBy": "alice",
+                "changeTicket": "CHG-1234",
+                "reason": "Sev-1 INC-42 <!channel>",
+                "approvalsRequired": 3,
+                "extraApprovals": 1,
+                "minimumNoticeHours": 24,
+            },
+        )
+    )
+    # THEN it is posted in PROD's incident channel (its spec's policy.emergency.channel), as a new message,
+    # mentioning PROD's people, with the reason escaped; the deployment's thread stays where it was
+    post = world.posts[-1]
+    assert (declared["channel"], post["thread_ts"]) == ("#incidents", None)
+    assert post["text"].startswith("Emergency prod deployment without 24 hours' notice")
+    assert post["text"].endswith(f"cc {PROD_MENTIONS}")
+    body = json.dumps(post["blocks"])
+    assert "Sev-1 INC-42 &lt;!channel&gt;" in body
+    assert "3 (1 extra)" in body
+    assert world.record()["notifyThreadTs"] == started["ts"]
+
+
+def test_an_announcement_of_a_change_is_posted_without_a_deployment(world: World) -> None:
+    detail = {**ANNOUNCED, "announcedBy": "github:octo-release"}
+    detail.pop("deploymentId", None)
+    world.notify(envelope("Deployment Window Announced", {**detail, "environment": "prod"}))
+    post = world.posts[-1]
+    assert post["channel"] == "C0DEPLOYPROD"
+    assert post["text"].startswith("prod change CHG-1234 announced: ")
+    body = json.dumps(post["blocks"])
+    assert "not started yet" in body
+    assert "github:octo-release" in body
+
+
 def test_failures_mention_the_environments_people_and_successes_do_not(world: World) -> None:
     world.open_record()
     world.notify(envelope("Deployment Succeeded", outcome("SUCCEEDED")))

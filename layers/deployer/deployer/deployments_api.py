@@ -22,10 +22,11 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from deployer import clock
+from deployer.announcements import announce
 from deployer.aws import error_code, transient_errors
-from deployer.errors import GuardrailViolation, SpecNotFound
+from deployer.errors import GuardrailViolation, ScheduleRefused, SpecNotFound
 from deployer.events import LOCK_RELEASED, publish
-from deployer.models import ApiDeploymentRequest, ApiOrigin, DeploymentRequest, Requester
+from deployer.models import ApiAnnouncementRequest, ApiDeploymentRequest, ApiOrigin, DeploymentRequest, Requester
 from deployer.oidc import TOKEN_HEADER, IssuerUnavailable, TokenRefused
 from deployer.spec import ENVIRONMENT_NAME
 from deployer.tooling import Tooling
@@ -107,12 +108,13 @@ def nesting_depth(text: str) -> int:
     return deepest
 
 
-def parse_request(raw: bytes, limit: int) -> ApiDeploymentRequest:
+def parse_request[R: (ApiDeploymentRequest, ApiAnnouncementRequest)](raw: bytes, limit: int, model: type[R]) -> R:
     """The POST body as a validated request, or an ApiError saying exactly what is wrong."""
     try:
-        return ApiDeploymentRequest.model_validate(json_object(raw, limit))
+        return model.model_validate(json_object(raw, limit))
     except ValidationError as exc:
-        raise ApiError(400, "invalid deployment request", field_errors(exc)) from None
+        what = "announcement" if model is ApiAnnouncementRequest else "deployment request"
+        raise ApiError(400, f"invalid {what}", field_errors(exc)) from None
 
 
 def json_object(raw: bytes, limit: int) -> dict[str, Any]:
@@ -156,11 +158,18 @@ def _refuse_claim(claim: str, message: str) -> ApiError:
 
 
 def verify_requester(
-    tooling: Tooling, request: ApiDeploymentRequest, *, caller: str, token: str | None, commit: str, version: str
+    tooling: Tooling,
+    request: ApiDeploymentRequest | ApiAnnouncementRequest,
+    *,
+    caller: str,
+    token: str | None,
+    commit: str | None,
+    version: str | None,
 ) -> Requester:
     """Who is asking: CI's verified GitHub actor (its token's claims must fit the request), else the SigV4 caller.
 
-    A bad token is a 401; a good token whose claims do not fit is a 403 naming the claim.
+    A bad token is a 401; a good token whose claims do not fit is a 403 naming the claim. ``commit``
+    is the commit whose spec is deployed (None for an announcement, which deploys none).
     """
     if token is None:
         if caller == UNKNOWN_CALLER:
@@ -177,7 +186,7 @@ def verify_requester(
             "environment",
             f"the token is for environment {claims.environment!r}, the request for {request.environment!r}",
         )
-    if claims.sha != commit:
+    if commit is not None and claims.sha != commit:
         raise _refuse_claim(
             "sha", f"the token was issued for commit {claims.sha}, the request deploys the spec of {commit}"
         )
@@ -205,6 +214,60 @@ def verify_requester(
     )
 
 
+def _ci_may(tooling: Tooling, caller: str, token: str | None, environment: str, what: str) -> None:
+    """CI's role for one environment may act on no other (403), and must prove its workflow with its token (401)."""
+    ci_environment = ci_role_environment(caller, tooling.ci_role_prefix)
+    if ci_environment is not None and ci_environment != environment:
+        raise ApiError(
+            403,
+            f"caller {caller} is CI's role for environment {ci_environment}; it may not {what} environment "
+            f"{environment}",
+        )
+    if ci_environment is not None and token is None:
+        raise ApiError(
+            401, f"CI's role must send its GitHub OIDC token (audience {tooling.oidc_audience}) in {TOKEN_HEADER}"
+        )
+
+
+def announce_window(
+    tooling: Tooling, request: ApiAnnouncementRequest, caller: str, token: str | None = None
+) -> dict[str, Any]:
+    """Announce the window a change ticket's deployment will apply in (runbook section 6 step 1).
+
+    Held to the latest spec's policy: at least minimumNoticeHours ahead, inside the window (400
+    naming scheduledFor otherwise). Kept, and posted to the environment's channel.
+    """
+    _ci_may(tooling, caller, token, request.environment, "announce")
+    _known_environment(tooling, request.environment)
+    requester = verify_requester(tooling, request, caller=caller, token=token, commit=None, version=None)
+    spec, _ = tooling.specs.get(request.environment)
+    try:
+        tooling.guardrails.enforce(spec)
+        kept = announce(
+            tooling,
+            spec,
+            change_ticket=request.change_ticket,
+            scheduled_for=request.scheduled_for,
+            announced_by=requester,
+            now=clock.now(),
+        )
+    except GuardrailViolation as exc:
+        raise ApiError(403, str(exc)) from None
+    except ScheduleRefused as exc:
+        raise ApiError(400, "invalid announcement", [{"field": "scheduledFor", "message": str(exc)}]) from None
+    return {
+        "announcementId": kept["announcementId"],
+        "environment": request.environment,
+        "changeTicket": request.change_ticket,
+        "announcedAt": kept["announcedAt"],
+        "announcedBy": requester.name,
+        "windowStart": kept["windowStart"],
+        "windowEnd": kept["windowEnd"],
+        "windowText": kept["detail"]["windowText"],
+        "minimumNoticeHours": spec.policy.minimum_notice_hours,
+    }
+
+
 def start_deployment(
     tooling: Tooling, request: ApiDeploymentRequest, caller: str, token: str | None = None
 ) -> tuple[int, dict[str, Any]]:
@@ -214,17 +277,7 @@ def start_deployment(
     used for another request is a 409. CI's role for one environment may deploy no other
     (403), and must prove which workflow it runs with its GitHub OIDC token (401 without).
     """
-    ci_environment = ci_role_environment(caller, tooling.ci_role_prefix)
-    if ci_environment is not None and ci_environment != request.environment:
-        raise ApiError(
-            403,
-            f"caller {caller} is CI's role for environment {ci_environment}; it may not deploy environment "
-            f"{request.environment}",
-        )
-    if ci_environment is not None and token is None:
-        raise ApiError(
-            401, f"CI's role must send its GitHub OIDC token (audience {tooling.oidc_audience}) in {TOKEN_HEADER}"
-        )
+    _ci_may(tooling, caller, token, request.environment, "deploy")
     _known_environment(tooling, request.environment)
     try:
         commit, version = tooling.specs.resolve_commit(request.environment, request.spec_version)
@@ -358,11 +411,17 @@ def build_api(tooling: Tooling) -> APIGatewayRestResolver:
     @app.post("/deployments")
     def post_deployment() -> Response[str]:
         event = app.current_event
-        request = parse_request(raw_body(), tooling.api_max_body_bytes)
+        request = parse_request(raw_body(), tooling.api_max_body_bytes, ApiDeploymentRequest)
         token = event.headers.get(TOKEN_HEADER)
         status, answer = start_deployment(tooling, request, caller(), token or None)
         url = _status_url(event.raw_event, answer["deploymentId"])
         return _json(status, {**answer, "statusUrl": url}, {"Location": url})
+
+    @app.post("/announcements")
+    def post_announcement() -> Response[str]:
+        request = parse_request(raw_body(), tooling.api_max_body_bytes, ApiAnnouncementRequest)
+        token = app.current_event.headers.get(TOKEN_HEADER)
+        return _json(201, announce_window(tooling, request, caller(), token or None))
 
     @app.get("/deployments/<deployment_id>")
     def get_one(deployment_id: str) -> Response[str]:

@@ -95,6 +95,10 @@ class ScheduleRefused(DeployerError):
     """A scheduled deployment is in the past, gives too little notice, or falls outside the window."""
 
 
+class NoticeTooShort(DeployerError):
+    """No announcement of the deployment's change ticket gave minimumNoticeHours' notice of this time."""
+
+
 class PromotionRequired(DeployerError):
     """The environment only receives a resources spec that already succeeded in its promotion source."""
 

@@ -49,6 +49,8 @@ class Floor(Model):
     promotion_from: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,31}$")] | None = None
     window: DeploymentWindow | None = None
     minimum_notice_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 0
+    # An emergency (deploying without the notice) costs at least this many extra approvals.
+    emergency_approvals: Annotated[int, Field(ge=1, le=10)] = 1
 
 
 class AccountGuardrails(Model):
@@ -162,6 +164,7 @@ class Guardrails(Model):
                 f"  promotion from       {floor.promotion_from or 'not required'}",
                 f"  window               {_describe_bound(floor.window)}",
                 f"  minimum notice       {floor.minimum_notice_hours:g} hours",
+                f"  emergency approvals  at least {floor.emergency_approvals} extra",
             ]
         return lines
 
@@ -201,6 +204,13 @@ def _policy_violations(policy: Policy, floor: Floor) -> list[tuple[str, str]]:
             (
                 f"minimumNoticeHours: the spec has {policy.minimum_notice_hours:g}",
                 f"require at least {floor.minimum_notice_hours:g}",
+            )
+        )
+    if policy.emergency is not None and policy.emergency.extra_approvals < floor.emergency_approvals:
+        found.append(
+            (
+                f"emergency.extraApprovals: the spec has {policy.emergency.extra_approvals}",
+                f"require at least {floor.emergency_approvals}",
             )
         )
     return found

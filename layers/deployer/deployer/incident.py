@@ -61,6 +61,7 @@ NO_CHANGE_ERRORS = frozenset(
         errors.ApprovalForged,
         errors.OutsideDeploymentWindow,
         errors.ScheduleRefused,
+        errors.NoticeTooShort,
         errors.PromotionRequired,
     )
 )

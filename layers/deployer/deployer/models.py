@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from deployer.errors import InputInvalid
@@ -19,6 +20,20 @@ class Event(BaseModel):
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
+
+def _representable(moment: datetime) -> datetime:
+    """A time every window computation can work with: in UTC from 1970 to 8999 (far from datetime's ends)."""
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the times a deployment can be scheduled for") from None
+    if not 1970 <= utc.year <= 8999:
+        raise ValueError("must be between 1970 and 8999 (UTC)")
+    return moment
+
+
+# When a window starts (ISO 8601 with a UTC offset).
+SCHEDULED_FOR = Annotated[AwareDatetime, AfterValidator(_representable)]
 
 # A name, a GitHub login (github:octo) or an AWS principal's ARN (role session names included).
 REQUESTED_BY = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w.@+:/=,-][\w.@+:/=, -]*$")]
@@ -52,9 +67,12 @@ class RequestFields(Event):
     change_ticket: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     dry_run: bool = False
     # Announce now, deploy at this time (ISO 8601 with a UTC offset).
-    scheduled_for: AwareDatetime | None = None
+    scheduled_for: SCHEDULED_FOR | None = None
     # Deploy a spec the promotion source never ran; costs extra approvals, recorded as an override.
     promotion_override: Annotated[str, Field(min_length=10, max_length=500)] | None = None
+    # Deploy without the policy's notice (minimumNoticeHours): costs the policy's emergency approvals,
+    # recorded, and announced in its incident channel.
+    emergency: Annotated[str, Field(min_length=10, max_length=500)] | None = None
 
 
 class DeploymentRequest(RequestFields):
@@ -63,6 +81,8 @@ class DeploymentRequest(RequestFields):
     spec_version: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     # A manual rollback: deploy again exactly what this earlier successful deployment deployed.
     rollback_to: Annotated[str, Field(min_length=1, max_length=80)] | None = None
+    # Only announce the window at scheduledFor for changeTicket (the console's `deployer announce`): no deployment.
+    announce_only: bool = False
     # Set by the deployments API: who called it, with which token, for which request. Informational:
     # anyone who can start an execution can write it, so the verified requester is kept elsewhere.
     origin: ApiOrigin | None = None
@@ -91,6 +111,16 @@ class ApiDeploymentRequest(RequestFields):
     client_token: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
+class ApiAnnouncementRequest(Event):
+    """POST /announcements: the window a change ticket's deployment will apply in, announced now."""
+
+    environment: Annotated[str, Field(pattern=ENVIRONMENT_NAME)]
+    change_ticket: Annotated[str, Field(min_length=1, max_length=64)]
+    scheduled_for: SCHEDULED_FOR
+    # Recorded as a claim only, as for deployments.
+    requested_by: REQUESTED_BY | None = None
+
+
 class StartEvent(Event):
     input: dict[str, Any]
     deployment_id: Annotated[str, Field(min_length=1, max_length=80)]
@@ -109,13 +139,14 @@ class PolicySummary(Event):
     approval_first_wait_seconds: int
     lock_lease_seconds: int
     has_window: bool = False
+    # Applying waits on an announcement made minimumNoticeHours before (checked with the window).
+    needs_notice: bool = False
     has_replication: bool = False
 
 
 class Schedule(Event):
     scheduled_for: str
     wait_seconds: int
-    announcement: dict[str, Any]
 
 
 class Shard(Event):
@@ -151,6 +182,7 @@ class DeploymentContext(Event):
     policy: PolicySummary
     schedule: Schedule | None = None
     promotion_override: str | None = None
+    emergency: str | None = None
     rollback_to: str | None = None
     # What the Provision and Validate maps fan out over, region by region.
     work: list[RegionWork] = []

@@ -69,6 +69,8 @@ class Notification:
     alert: bool = False
     # An outcome: a reply in the thread is broadcast to the channel as well.
     terminal: bool = False
+    # For the incident channel (policy.emergency.channel), not the deployment's thread.
+    incident: bool = False
 
     def mentioning(self, ids: Sequence[str]) -> Notification:
         """This notification with ``ids`` mentioned, if it is an alert."""
@@ -108,6 +110,8 @@ class _Draft:
     lines: list[str] = field(default_factory=list)  # mrkdwn, escaped
     alert: bool = False
     terminal: bool = False
+    # Posted in the policy's incident channel (policy.emergency.channel), outside the deployment's thread.
+    incident: bool = False
 
 
 def _str(value: Any) -> str | None:
@@ -195,6 +199,8 @@ def _started(detail: Detail, _record: Record, about: _About) -> _Draft:
         draft.facts.append(("Scheduled for", _date(schedule["scheduledFor"])))
     if _str(detail.get("promotionOverride")):
         draft.lines.append(f"*Promotion override* {escape(str(detail['promotionOverride']))}")
+    if _str(detail.get("emergency")):
+        draft.lines.append(f"*Emergency, without the notice* {escape(str(detail['emergency']))}")
     if dry_run:
         draft.lines.append("A dry run: the plan is computed and recorded, nothing is changed.")
     return draft
@@ -215,7 +221,13 @@ def _approval_requested(detail: Detail, record: Record, about: _About) -> _Draft
 
 def _window_announced(detail: Detail, _record: Record, about: _About) -> _Draft:
     window = _str(detail.get("windowText")) or _str(detail.get("scheduledFor")) or "a scheduled time"
-    draft = _Draft(":calendar:", f"{about.env} deployment scheduled: {window}")
+    if about.deployment_id:
+        draft = _Draft(":calendar:", f"{about.env} deployment scheduled: {window}")
+    else:
+        ticket = f"change {about.change_ticket}" if about.change_ticket else "a change"
+        draft = _Draft(":calendar:", f"{about.env} {ticket} announced: {window}")
+    if _str(detail.get("announcedBy")):
+        draft.facts.append(("Announced by", escape(str(detail["announcedBy"]))))
     if detail.get("scheduledFor"):
         draft.facts.append(("Starts", _date(detail["scheduledFor"])))
     if detail.get("windowEndUtc"):
@@ -228,6 +240,22 @@ def _window_announced(detail: Detail, _record: Record, about: _About) -> _Draft:
     draft.lines.append(f"*Window* {escape(window)}")
     if _str(detail.get("allowedWindow")):
         draft.lines.append(f"*Allowed window* {escape(str(detail['allowedWindow']))}")
+    return draft
+
+
+def _emergency(detail: Detail, _record: Record, about: _About) -> _Draft:
+    """StartDeployment's "Emergency Deployment Declared": posted in the policy's incident channel."""
+    hours = detail.get("minimumNoticeHours")
+    notice = f"{escape(str(hours))} hours' notice" if hours is not None else "the notice"
+    draft = _Draft(":rotating_light:", f"Emergency {about.env} deployment without {notice}", alert=True)
+    draft.incident = True
+    required, extra = detail.get("approvalsRequired"), detail.get("extraApprovals")
+    if required is not None:
+        draft.facts.append(("Approvals required", f"{escape(str(required))} ({escape(str(extra))} extra)"))
+    draft.lines.append(f"*Reason* {escape(str(detail.get('reason') or 'none given'))}")
+    draft.lines.append(
+        f"It was not announced ahead as {escape(about.env)}'s policy requires; it applies only once approved."
+    )
     return draft
 
 
@@ -354,6 +382,7 @@ PIPELINE_EVENTS: dict[str, Callable[[Detail, Record, _About], _Draft]] = {
     "Incident Declared": _incident,
     "Lock Released": _lock_released,
     "Deployment Closed": _closed,
+    "Emergency Deployment Declared": _emergency,
 }
 
 
@@ -393,7 +422,7 @@ def _about(detail: Detail, record: Record, event: Mapping[str, Any]) -> _About:
 def _render(draft: _Draft, about: _About) -> Notification:
     facts = [
         ("Environment", escape(about.environment or "unknown")),
-        ("Deployment", f"`{escape(about.deployment_id or 'unknown')}`"),
+        ("Deployment", f"`{escape(about.deployment_id)}`" if about.deployment_id else "not started yet"),
         ("Requested by", escape(about.requested_by or "unknown")),
         ("Change ticket", escape(about.change_ticket) if about.change_ticket else "none"),
         *draft.facts,
@@ -420,6 +449,7 @@ def _render(draft: _Draft, about: _About) -> Notification:
         blocks=[b.to_dict() for b in blocks],
         alert=draft.alert,
         terminal=draft.terminal,
+        incident=draft.incident,
     )
 
 
@@ -450,7 +480,7 @@ def notify(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     if channel is None:
         return _skipped(event_id, detail_type, reason)
     notification = notification.mentioning(mentions)
-    thread_ts = _str((record or {}).get("notifyThreadTs"))
+    thread_ts = None if notification.incident else _str((record or {}).get("notifyThreadTs"))
     ts = _post(tooling, channel, notification, thread_ts, detail_type)
     if event_id:
         _mark_delivered(
@@ -462,7 +492,7 @@ def notify(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             ts=ts,
             thread_ts=thread_ts,
         )
-    if thread_ts is None and deployment_id and record is not None:
+    if thread_ts is None and deployment_id and record is not None and not notification.incident:
         _claim_thread(tooling, deployment_id, ts)
     logger.info("notification posted", extra={"detailType": detail_type, "channel": channel, "threadTs": thread_ts})
     return {
@@ -494,6 +524,8 @@ def _destination(
         logger.warning("no spec to find the notification channel in", extra={"environment": environment})
         return None, [], f"no usable spec for {environment}: {exc}"
     channel = spec.policy.notification_channel()
+    if notification.incident and spec.policy.emergency is not None:
+        channel = spec.policy.emergency.channel
     if channel is None:
         logger.warning("no notification channel configured", extra={"environment": environment})
         return None, [], f"{environment} has neither policy.notifications.channel nor policy.approvals.channel"

@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from deployer import clock
+from deployer.announcements import EMERGENCY_DETAIL_TYPE, announce, emergency_approvals, require_notice
 from deployer.aws import execution_history, transient_errors
 from deployer.checks import CheckResult, raise_if_failed, validate_region
 from deployer.errors import InputInvalid, PreflightFailed
+from deployer.events import publish
 from deployer.incident import incident_report, recovered
 from deployer.models import (
     DeploymentContext,
@@ -35,7 +37,7 @@ from deployer.records import iso
 from deployer.rollback import count_data
 from deployer.spec import EnvironmentSpec
 from deployer.tooling import Tooling
-from deployer.windows import announcement, decide_window, validate_schedule
+from deployer.windows import decide_window
 
 # A region not split into shards: all of its resources.
 WHOLE = Shard(shard=0, of=1)
@@ -59,19 +61,39 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     spec, version = tooling.specs.get(request.environment, pinned)
     # The account's guardrails, before anything else: a spec that loosens them never reaches its account.
     tooling.guardrails.enforce(spec)
-    change = policy_change(tooling.records, tooling.specs, spec.environment, spec.policy)
-    approvals, now = spec.policy.approvals, clock.now()
-    schedule = None
+    now = clock.now()
+    if request.announce_only:
+        _require_announcement_only(request)
+    # Refused before anything is announced: an emergency is never scheduled.
+    emergency = emergency_approvals(spec, request.emergency, scheduled=request.scheduled_for is not None)
+    schedule, announced = None, None
     if request.scheduled_for is not None:
-        validate_schedule(spec.policy, request.scheduled_for, now)
+        # Announced now (runbook section 6 step 1), applied at its time: CheckWindow holds it to the notice.
+        announced = announce(
+            tooling,
+            spec,
+            change_ticket=request.change_ticket,
+            scheduled_for=request.scheduled_for,
+            announced_by=requester,
+            now=now,
+            execution_name=start_event.deployment_id,
+            scheduled_run=not request.announce_only,
+        )
+        if request.announce_only:
+            # The console's `deployer announce`: the window is announced, nothing is deployed (IsAnnouncement).
+            return {
+                "announceOnly": True,
+                "announcement": {**announced["detail"], "announcementId": announced["announcementId"]},
+            }
         schedule = Schedule(
             scheduled_for=iso(request.scheduled_for),
             wait_seconds=max(0, math.ceil((request.scheduled_for - now).total_seconds())),
-            announcement={
-                **announcement(spec, request.scheduled_for, request.change_ticket),
-                "deploymentId": start_event.deployment_id,
-            },
         )
+    elif request.emergency is None:
+        # Checked again right before applying; now, so that nobody is asked to approve what cannot apply.
+        announced = require_notice(tooling.records, spec.policy, spec.environment, request.change_ticket, now)
+    change = policy_change(tooling.records, tooling.specs, spec.environment, spec.policy)
+    approvals = spec.policy.approvals
     # A promotion override is only ever granted with extra approvals on top of the policy's.
     override_approvals = (
         spec.policy.promotion.override_approvals if spec.policy.promotion and request.promotion_override else 0
@@ -90,15 +112,17 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         account=spec.account,
         regions=spec.regions.all(),
         policy=PolicySummary(
-            approvals_required=approvals.required + override_approvals,
+            approvals_required=approvals.required + override_approvals + emergency,
             previous_approvals_required=change.previous_required if change else 0,
             approval_first_wait_seconds=math.ceil(60 * (approvals.reminder_minutes or approvals.timeout_minutes)),
             lock_lease_seconds=spec.policy.lock_lease_minutes * 60,
             has_window=spec.policy.window is not None,
+            needs_notice=bool(spec.policy.minimum_notice_hours) and request.emergency is None,
             has_replication=bool(spec.replicated_buckets() or any(t.replica_regions for t in spec.resources.tables)),
         ),
         schedule=schedule,
         promotion_override=request.promotion_override,
+        emergency=request.emergency,
         rollback_to=request.rollback_to,
         work=[_region_work(spec, region, tooling.shard_size) for region in spec.regions.all()],
     )
@@ -118,6 +142,8 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "promotionHash": spec.promotion_hash(),
             "scheduledFor": schedule.scheduled_for if schedule else None,
             "promotionOverride": request.promotion_override,
+            "emergency": request.emergency,
+            "announcement": _announcement_fields(announced),
             "rollbackTo": request.rollback_to,
             "origin": request.origin.dump() if request.origin else None,
             "account": spec.account,
@@ -127,7 +153,52 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "input": start_event.input,
         },
     )
+    if request.emergency is not None:
+        _declare_emergency(tooling, context, spec)
     return context.dump()
+
+
+def _require_announcement_only(request: DeploymentRequest) -> None:
+    """An ``announceOnly`` input names the window's start, and nothing that only a deployment has."""
+    if request.scheduled_for is None:
+        raise InputInvalid("announceOnly: scheduledFor is required, the start of the window announced")
+    extras = {
+        "dryRun": request.dry_run,
+        "promotionOverride": request.promotion_override,
+        "emergency": request.emergency,
+        "rollbackTo": request.rollback_to,
+    }
+    given = [name for name, value in extras.items() if value]
+    if given:
+        raise InputInvalid(f"announceOnly: an announcement deploys nothing, so {', '.join(given)} may not be given")
+
+
+def _announcement_fields(announced: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a record keeps of the announcement its deployment is held to."""
+    if announced is None:
+        return None
+    return {k: announced[k] for k in ("announcementId", "announcedAt", "windowStart", "windowEnd", "changeTicket")}
+
+
+def _declare_emergency(tooling: Tooling, context: DeploymentContext, spec: EnvironmentSpec) -> None:
+    """Announce in the policy's incident channel that a deployment skips the notice (runbook section 9)."""
+    assert spec.policy.emergency is not None
+    publish(
+        tooling.events,
+        tooling.event_bus,
+        EMERGENCY_DETAIL_TYPE,
+        {
+            "deploymentId": context.deployment_id,
+            "executionArn": context.execution_arn,
+            "environment": context.environment,
+            "requestedBy": context.requested_by,
+            "changeTicket": context.change_ticket,
+            "reason": context.emergency,
+            "approvalsRequired": context.policy.approvals_required,
+            "extraApprovals": spec.policy.emergency.extra_approvals,
+            "minimumNoticeHours": spec.policy.minimum_notice_hours,
+        },
+    )
 
 
 def _requester(tooling: Tooling, deployment_id: str, request: DeploymentRequest) -> Requester:
@@ -267,7 +338,10 @@ def validate(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
 
 
 def check_window(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
-    """Right before applying: proceed inside the window, wait for it within maxWaitHours, else fail."""
+    """Right before applying: proceed inside the window, wait for it within maxWaitHours, else fail.
+
+    Proceeding, a deployment that needs notice is held to its announcement (NoticeTooShort).
+    """
     deployment = parse_event(DeploymentEvent, event).deployment
     tooling.hold_lock(deployment)
     spec, now = tooling.spec_for(deployment), clock.now()
@@ -275,8 +349,13 @@ def check_window(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     # The wait is measured from the first check, so re-checking after each wait cannot extend it.
     waited_since = datetime.fromisoformat(record["windowWaitSince"]) if record.get("windowWaitSince") else now
     decision = decide_window(spec.policy.window, now, waited_since)
-    if not decision.proceed and not record.get("windowWaitSince"):
-        tooling.records.update(deployment.deployment_id, now, {"windowWaitSince": iso(now)})
+    if not decision.proceed:
+        if not record.get("windowWaitSince"):
+            tooling.records.update(deployment.deployment_id, now, {"windowWaitSince": iso(now)})
+    elif deployment.policy.needs_notice:
+        # Inside the window: the change is applied now, so now is what must have been announced.
+        announced = require_notice(tooling.records, spec.policy, spec.environment, deployment.change_ticket, now)
+        tooling.records.update(deployment.deployment_id, now, {"announcement": _announcement_fields(announced)})
     return {"proceed": decision.proceed, "waitSeconds": decision.wait_seconds, "reason": decision.status.reason}
 
 

@@ -4,6 +4,8 @@ Single-table layout (pk, sk):
 - ``DEPLOYMENT#<id>`` / ``RECORD``: the deployment record; ``gsi1pk = ENV#<env>`` and
   ``gsi1sk = <startedAt>#<id>`` list an environment's history newest first.
 - ``LOCK#<env>`` / ``LOCK``: the environment lock, a lease that expires.
+- ``ANNOUNCEMENT#<env>`` / ``AT#<announcedAt>#<id>``: each deployment window announced, kept; the
+  latest for a change ticket is the one its deployment is held to.
 
 Structured fields (plan, prior state, checks) are stored as JSON strings: DynamoDB
 would turn their numbers into Decimals and their size is bounded by the plan anyway.
@@ -12,6 +14,7 @@ would turn their numbers into Decimals and their size is bounded by the plan any
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +39,9 @@ JSON_FIELDS = (
     "policy",
     "policyChange",
     "requester",
+    "announcement",
+    "announcedBy",
+    "detail",
 )
 SUCCEEDED_STATUSES = ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS")
 # Per-region results: a map of region -> JSON string, so regions write without racing.
@@ -57,6 +63,10 @@ def iso(moment: datetime) -> str:
 
 def deployment_key(deployment_id: str) -> dict[str, str]:
     return {"pk": f"DEPLOYMENT#{deployment_id}", "sk": "RECORD"}
+
+
+def _announcements_pk(environment: str) -> str:
+    return f"ANNOUNCEMENT#{environment}"
 
 
 def _lock_key(environment: str) -> dict[str, str]:
@@ -390,6 +400,41 @@ class RecordStore:
                 ConsistentRead=True,
             )["Items"]
         return [{k: v for k, v in i.items() if k not in ("pk", "sk")} for i in items]
+
+    def put_announcement(self, environment: str, announced_at: datetime, fields: dict[str, Any]) -> str:
+        """Keep one announcement (never replacing another); returns its id."""
+        announcement_id = uuid.uuid4().hex
+        item = {
+            "pk": _announcements_pk(environment),
+            "sk": f"AT#{iso(announced_at)}#{announcement_id}",
+            "announcementId": announcement_id,
+            "environment": environment,
+            "announcedAt": iso(announced_at),
+            **_encode(fields),
+        }
+        with transient_errors():
+            self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        return announcement_id
+
+    def announcements(self, environment: str, change_ticket: str | None = None) -> list[dict[str, Any]]:
+        """The environment's announcements (only ``change_ticket``'s, if given), newest first."""
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": _announcements_pk(environment)},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if change_ticket is not None:
+            query["FilterExpression"] = "changeTicket = :ticket"
+            query["ExpressionAttributeValues"][":ticket"] = change_ticket
+        found: list[dict[str, Any]] = []
+        while True:
+            with transient_errors():
+                page = self.table.query(**query)
+            found += [_decode(i) for i in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return found
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def lock_holder(self, environment: str) -> dict[str, Any] | None:
         with transient_errors():

@@ -265,6 +265,15 @@ class Promotion(Model):
     override_approvals: Annotated[int, Field(ge=1, le=10)] = 1
 
 
+class Emergency(Model):
+    """The only way past minimumNoticeHours: more approvals, and the incident channel told (runbook section 9)."""
+
+    # On top of the policy's approvals (and any promotion override's).
+    extra_approvals: Annotated[int, Field(ge=1, le=10)] = 1
+    # Where the emergency is announced, as the runbook announces incidents (#incidents).
+    channel: Annotated[str, Field(pattern=SLACK_CHANNEL_OR_NAME)]
+
+
 Criterion = Literal[
     "dataLossRisk",
     "securityExposure",
@@ -332,8 +341,11 @@ class Policy(Model):
     backup: BackupPolicy = BackupPolicy()
     lock_lease_minutes: Annotated[int, Field(ge=1, le=8 * 24 * 60)] = 120
     window: DeploymentWindow | None = None
-    # A scheduled deployment (--at / scheduledFor) must be announced at least this long before.
+    # Every deployment applies only inside a window announced (`deployer announce`, or --at) at least
+    # this long before; 0 needs no announcement.
     minimum_notice_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 0
+    # Deploying without that notice (--emergency REASON); None: there is no way to.
+    emergency: Emergency | None = None
     promotion: Promotion | None = None
     rollback: RollbackPolicy = RollbackPolicy()
     notifications: Notifications | None = None

@@ -104,7 +104,7 @@ def decide_window(window: DeploymentWindow | None, now: datetime, waited_since: 
     if status.opens_at is None:
         next_opening = f"it does not open within the next {SCAN_DAYS} days"
     else:
-        waited = _duration(status.opens_at - waited_since.astimezone(UTC))
+        waited = duration(status.opens_at - waited_since.astimezone(UTC))
         next_opening = (
             f"it next opens {_moment(status.opens_at, zone)}, {waited} after the deployment reached the "
             f"window at {_moment(waited_since, zone)}"
@@ -136,7 +136,7 @@ def validate_schedule(policy: Policy, scheduled_for: datetime, now: datetime) ->
             earliest = status.opens_at
         raise ScheduleRefused(
             f"a scheduled deployment needs at least {policy.minimum_notice_hours:g} hours' notice "
-            f"(minimumNoticeHours), but {_moment(scheduled_for, zone)} is only {_duration(scheduled_for - now)} "
+            f"(minimumNoticeHours), but {_moment(scheduled_for, zone)} is only {duration(scheduled_for - now)} "
             f"away; the earliest allowed time is {_moment(earliest, zone)}"
         )
     if window is None:
@@ -260,7 +260,7 @@ def _ceil_to_second(moment: datetime) -> datetime:
     return moment if not moment.microsecond else moment.replace(microsecond=0) + timedelta(seconds=1)
 
 
-def _duration(delta: timedelta) -> str:
+def duration(delta: timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
