@@ -138,9 +138,15 @@ class Worker:
             raise InitError(ready.get("error") or {"errorType": "Runtime.ExitError", "errorMessage": "worker exited"})
         return cls(config, process, responses, float(ready["initSeconds"]))
 
-    def invoke(self, payload: Any, request_id: str) -> dict[str, Any]:
+    def invoke(self, payload: Any, request_id: str, time_offset_seconds: float = 0.0) -> dict[str, Any]:
         assert self.process.stdin is not None
-        request = {"payload": payload, "requestId": request_id, "timeoutSeconds": self.config.timeout_seconds}
+        request = {
+            "payload": payload,
+            "requestId": request_id,
+            "timeoutSeconds": self.config.timeout_seconds,
+            # The functions' clock as it is now (Sandbox.travel moves it while workers stay warm).
+            "timeOffsetSeconds": time_offset_seconds,
+        }
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
@@ -175,6 +181,10 @@ class Worker:
         self.responses.close()
         if self.process.stdin:
             self.process.stdin.close()
+
+
+# The functions' simulated clock: seconds from the real time (Sandbox.travel sets it in base_env).
+TIME_OFFSET = "SANDBOX_TIME_OFFSET_SECONDS"
 
 
 @dataclass
@@ -291,7 +301,7 @@ class LambdaRuntime:
             return exc.error, True
         started = time.perf_counter()
         try:
-            answer = worker.invoke(payload, request_id)
+            answer = worker.invoke(payload, request_id, float(self.base_env.get(TIME_OFFSET, "0")))
         except InvocationTimeout as exc:
             answer = {"error": {"errorType": "Sandbox.Timedout", "errorMessage": str(exc)}}
             worker = None  # type: ignore[assignment]

@@ -54,20 +54,42 @@ def import_error(exc: Exception, module_name: str) -> dict[str, str]:
     return {"errorType": type(exc).__name__, "errorMessage": str(exc)}  # an exception the module raised as it ran
 
 
+class SimulatedClock:
+    """Simulated wall-clock time (`deployer sandbox --time`, `Sandbox.travel`): now plus an offset, ticking on.
+
+    Set before each invocation, so a warm worker follows the sandbox's clock as a new one would.
+    time-machine is the sandbox's, not the layer's: last on the path, so nothing deployed finds it
+    first, and only imported once the clock is simulated at all.
+    """
+
+    def __init__(self, sandbox_only: str) -> None:
+        self.sandbox_only, self.offset = sandbox_only, 0.0
+        self.traveller: Any = None
+
+    def set(self, offset: float) -> None:
+        if offset == self.offset:
+            return
+        if self.traveller is not None:
+            self.traveller.stop()  # back on the real clock
+            self.traveller = None
+        if offset:
+            if self.sandbox_only not in sys.path:
+                sys.path.append(self.sandbox_only)
+            import time_machine
+
+            self.traveller = time_machine.travel(time.time() + offset, tick=True)
+            self.traveller.start()
+        self.offset = offset
+
+
 def main() -> None:
     # The sandbox's own settings are taken out of the environment the function sees.
     responses = os.fdopen(int(os.environ.pop("SANDBOX_RESPONSE_FD")), "w", buffering=1)
     function_arn = os.environ.pop("SANDBOX_FUNCTION_ARN")
     sys.path[:0] = os.environ.pop("SANDBOX_PYTHONPATH").split(os.pathsep)
     sandbox_only = os.environ.pop("SANDBOX_ONLY_PATH", "")
-    offset = float(os.environ.pop("SANDBOX_TIME_OFFSET_SECONDS", "0"))
-    if offset:
-        # Simulated wall-clock time (`deployer sandbox --time`): it ticks on from the given moment.
-        # time-machine is the sandbox's, not the layer's: last on the path, so nothing deployed finds it first.
-        sys.path.append(sandbox_only)
-        import time_machine
-
-        time_machine.travel(time.time() + offset, tick=True).start()
+    clock = SimulatedClock(sandbox_only)
+    clock.set(float(os.environ.pop("SANDBOX_TIME_OFFSET_SECONDS", "0")))
     os.dup2(2, 1)  # the handler's stdout goes where its logs go
     module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
     started = time.perf_counter()
@@ -86,6 +108,7 @@ def main() -> None:
     responses.write(json.dumps({"ready": True, "initSeconds": time.perf_counter() - started}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
+        clock.set(float(request.get("timeOffsetSeconds", 0)))
         deadline = time.time() + request["timeoutSeconds"]  # on the worker's (possibly simulated) clock
         context = Context(request.get("requestId") or str(uuid.uuid4()), deadline, function_arn)
         answer: dict[str, Any]

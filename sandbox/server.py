@@ -58,7 +58,7 @@ from sandbox.eventbridge_delivery import EventBridgeDelivery
 from sandbox.fake_slack import FakeSlack
 from sandbox.faults import FaultInjector
 from sandbox.iam import IamEnforcer
-from sandbox.lambda_runtime import FunctionConfig, LambdaRuntime
+from sandbox.lambda_runtime import TIME_OFFSET, FunctionConfig, LambdaRuntime
 from sandbox.oidc_issuer import OidcIssuer
 from sandbox.s3_replication import S3Replication
 from sandbox.stack import StackInstaller
@@ -232,14 +232,14 @@ class Sandbox:
     @property
     def time_offset_seconds(self) -> float:
         assert self.runtime is not None
-        return float(self.runtime.base_env.get("SANDBOX_TIME_OFFSET_SECONDS", "0"))
+        return float(self.runtime.base_env.get(TIME_OFFSET, "0"))
 
     def now(self) -> datetime:
         """The time the functions see now (UTC)."""
         return datetime.now(UTC) + timedelta(seconds=self.time_offset_seconds)
 
     def travel(self, to: datetime) -> None:
-        """Move the functions' clock forward to ``to`` (ticking on from there): warm workers are recycled.
+        """Move the functions' clock forward to ``to`` (ticking on from there), warm workers' too.
 
         Only forward: records are ordered by the time the functions see, so a clock turned back
         would list later deployments behind earlier ones.
@@ -288,10 +288,10 @@ class Sandbox:
         return at
 
     def _set_clock(self, to: datetime) -> None:
+        """Every function sees ``to`` from now on: warm workers take it with their next invocation."""
         assert self.runtime is not None
         offset = (to - datetime.now(UTC)).total_seconds()
-        self.runtime.base_env["SANDBOX_TIME_OFFSET_SECONDS"] = f"{offset:.3f}"
-        self.runtime.stop()
+        self.runtime.base_env[TIME_OFFSET] = f"{offset:.3f}"
 
     def _serve(self, app: Any, port: int, handler: Any = None) -> None:
         server = make_server("127.0.0.1", port, app, threaded=True, request_handler=handler)

@@ -748,6 +748,11 @@ def test_accounts_the_deployment_role_is_not_in_the_tooling_account(sandbox: San
 def test_functions_clock_moves_only_forward_to_a_window_derived_from_now(
     sandbox: Sandbox, register: Callable[..., str], invoke: Callable[..., Invoked]
 ) -> None:
+    # GIVEN a function with a warm worker
+    probe = register("probe-clock")
+    invoke(probe, {"action": "now"})
+    assert sandbox.runtime is not None
+    cold_starts = len(sandbox.runtime.init_seconds[probe])
     # WHEN the sandbox's clock moves to PROD's next window
     before = datetime.now(UTC)
     opens = sandbox.travel_to_window("prod")
@@ -756,8 +761,10 @@ def test_functions_clock_moves_only_forward_to_a_window_derived_from_now(
     assert opens > before
     assert window_status(window, opens).open
     assert not window_status(window, opens - timedelta(minutes=1)).open
-    seen = datetime.fromtimestamp(invoke(register("probe-clock"), {"action": "now"}).payload, UTC)
+    seen = datetime.fromtimestamp(invoke(probe, {"action": "now"}).payload, UTC)
     assert opens <= seen < opens + timedelta(minutes=5)
+    # AND the warm worker saw it without a cold start (the clock travels with each invocation)
+    assert len(sandbox.runtime.init_seconds[probe]) == cold_starts
     # AND it never turns back, which would list later records behind earlier ones
     with pytest.raises(ValueError, match="only moves forward"):
         sandbox.travel(opens - timedelta(seconds=1))
