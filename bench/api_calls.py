@@ -332,7 +332,8 @@ def _self_counted(record: Mapping[str, Any]) -> Counter[Op]:
 def deploy(sandbox: Sandbox, stack: Stack, run: Run) -> dict[str, Any]:
     """One deployment as `deployer run` makes it, approvals clicked in the fake Slack; its summary."""
     version = client.push_spec(stack, REPO / "environments", run.environment)
-    request = client.build_request(run.environment, run.requested_by, run.change_ticket, False, version)
+    tag = f"v{sandbox.now():%Y.%m.%d}-prod-bench" if run.environment == "prod" else None
+    request = client.build_request(run.environment, run.requested_by, run.change_ticket, False, version, releaseTag=tag)
     arn = client.start(stack, request)
     if run.approvers:
         approval = client.open_approval(stack, arn)

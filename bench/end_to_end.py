@@ -31,9 +31,12 @@ RUNBOOK_MINUTES = {"dev": "10-15", "sit": "20-30", "prod": "45-60"}
 def deploy(
     sandbox: Sandbox, stack: Stack, environment: str, change_ticket: str | None, approvers: list[str]
 ) -> tuple[float, dict[str, Any]]:
+    release_tag = None
     if environment == "prod" and change_ticket:
-        sandbox.announce_ahead(environment, change_ticket, "bench")
+        at = sandbox.announce_ahead(environment, change_ticket, "bench")
+        release_tag = f"v{at:%Y.%m.%d}-prod-bench"
     args = Namespace(
+        release_tag=release_tag,
         env=environment,
         spec_dir="environments",
         requested_by="bench",

@@ -104,6 +104,8 @@ def run() -> int:
             "PROD deployment (runbook section 6): announced, promoted from SIT, two approvers, both regions",
             env="prod",
             change_ticket="CHG-2026",
+            # Runbook section 6 step 2: the release tag the deploy workflow creates first.
+            release_tag=f"v{at:%Y.%m.%d}-prod-s3-dynamodb",
             approve_as=["senior-engineer-1", "senior-engineer-2"],
             reject_as=None,
         )

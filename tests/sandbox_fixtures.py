@@ -94,8 +94,13 @@ class Deployments:
             scheduledFor=kwargs.get("scheduled_for"),
             promotionOverride=kwargs.get("promotion_override"),
             emergency=kwargs.get("emergency"),
+            releaseTag=kwargs.get("release_tag", self.release_tag(environment)),
         )
         return client.start(self.stack, request)
+
+    def release_tag(self, environment: str) -> str | None:
+        """PROD deploys a tagged release: the tag the deploy workflow would make today (simulated)."""
+        return f"v{self.sandbox.now():%Y.%m.%d}-prod-pytest" if environment == "prod" else None
 
     def finish(self, execution_arn: str) -> dict[str, Any]:
         client.wait(self.stack, execution_arn, poll_seconds=0.1, timeout_seconds=300)

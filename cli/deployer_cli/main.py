@@ -112,6 +112,7 @@ def _run_via_api(args: argparse.Namespace, stack: Stack, dry_run: bool) -> dict[
             "dryRun": dry_run,
             "promotionOverride": getattr(args, "promotion_override", None),
             "emergency": getattr(args, "emergency", None),
+            "releaseTag": getattr(args, "release_tag", None),
         }.items()
         if v is not None
     }
@@ -158,6 +159,7 @@ def _run_deployment(args: argparse.Namespace, stack: Stack, dry_run: bool) -> di
         scheduledFor=getattr(args, "at", None),
         promotionOverride=getattr(args, "promotion_override", None),
         emergency=getattr(args, "emergency", None),
+        releaseTag=getattr(args, "release_tag", None),
         rollbackTo=rollback_to,
     )
     clicks = [("approve", u) for u in getattr(args, "approve_as", None) or []]
@@ -421,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     deployment.add_argument("--spec-dir", default="environments", help="where <env>.yaml is read from")
     deployment.add_argument("--approve-as", action="append", metavar="USER", help="approve as this approver (sandbox)")
     deployment.add_argument("--reject-as", action="append", metavar="USER", help="reject as this approver (sandbox)")
+    deployment.add_argument(
+        "--emergency",
+        metavar="REASON",
+        help="apply without the policy's notice: its extra approvals, announced in its incident channel",
+    )
 
     run = sub.add_parser("run", parents=[target, deployment], help="run one deployment and wait for its outcome")
     run.add_argument("--dry-run", action="store_true", help="stop after the plan")
@@ -428,9 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--at", type=timestamp, help="announce now, deploy at this ISO 8601 time (scheduledFor)")
     run.add_argument("--promotion-override", metavar="REASON", help="deploy a spec the promotion source never ran")
     run.add_argument(
-        "--emergency",
-        metavar="REASON",
-        help="apply without the policy's notice: its extra approvals, announced in its incident channel",
+        "--release-tag",
+        metavar="TAG",
+        help="the release tag of the commit deployed, v<YYYY.MM.DD>-<env>-<name> (PROD requires one)",
     )
     api = run.add_argument_group("through the deployments API, as CI does (SigV4-signed)")
     api.add_argument("--via-api", action="store_true", help="start and follow the deployment through the API")
@@ -456,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
         vote.add_argument("--as", dest="as_user", required=True, metavar="USER", help="Slack user id or approver name")
         vote.set_defaults(func=cmd_vote, action=action)
 
+    _add_announce_command(sub, target)
+
+    plan = sub.add_parser("plan", parents=[target, deployment], help="plan a deployment without applying it")
+    plan.set_defaults(func=cmd_plan)
+
+    _add_inspection_commands(sub, target)
+    return parser
+
+
+def _add_announce_command(sub: Any, target: argparse.ArgumentParser) -> None:
+    """`deployer announce`: a change's window, announced ahead (runbook section 6 step 1)."""
     notice = sub.add_parser(
         "announce", parents=[target], help="announce the window a change ticket's deployment will apply in"
     )
@@ -467,12 +485,6 @@ def build_parser() -> argparse.ArgumentParser:
     notice.add_argument("--via-api", action="store_true", help="through the deployments API (POST /announcements)")
     notice.add_argument("--ref", default="refs/heads/main", help="sandbox: the git ref the minted CI token names")
     notice.set_defaults(func=cmd_announce)
-
-    plan = sub.add_parser("plan", parents=[target, deployment], help="plan a deployment without applying it")
-    plan.set_defaults(func=cmd_plan)
-
-    _add_inspection_commands(sub, target)
-    return parser
 
 
 def _add_inspection_commands(sub: Any, target: argparse.ArgumentParser) -> None:

@@ -71,6 +71,7 @@ def test_prod_with_two_approvers_from_the_command_line(deployments: Deployments)
     # WHEN PROD runs with two approvers clicking
     completed = deployer(
         deployments, "run", "--env", "prod", "--change-ticket", "CHG-4", "--requested-by", "alice",
+        "--release-tag", f"v{at:%Y.%m.%d}-prod-cli",
         "--approve-as", "senior-engineer-1", "--approve-as", "senior-engineer-2", "--json",
     )  # fmt: skip
     # THEN it succeeds in both regions with replication checked

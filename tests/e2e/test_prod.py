@@ -130,10 +130,14 @@ def test_full_prod_deployment_after_sit(deployments: Deployments, bus_events: Ev
     s3 = deployments.target_client("s3", account=PROD)
     rules = s3.get_bucket_replication(Bucket="bbws-prod-data-bucket")["ReplicationConfiguration"]["Rules"]
     assert rules[0]["Destination"]["Bucket"] == "arn:aws:s3:::bbws-prod-data-bucket-failover"
-    replica = deployments.target_client("dynamodb", account=PROD, region="eu-west-1").describe_table(
-        TableName="Site-Generation-State"
-    )
+    failover_ddb = deployments.target_client("dynamodb", account=PROD, region="eu-west-1")
+    replica = failover_ddb.describe_table(TableName="Site-Generation-State")
     assert replica["Table"]["TableStatus"] == "ACTIVE"
+    # AND the replica has point-in-time recovery of its own, as the table has
+    backups = failover_ddb.describe_continuous_backups(TableName="Site-Generation-State")
+    assert backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == (
+        "ENABLED"
+    )
     # AND the replication checks left nothing behind in either bucket
     for bucket, region in (("bbws-prod-data-bucket", "af-south-1"), ("bbws-prod-data-bucket-failover", "eu-west-1")):
         client = deployments.target_client("s3", account=PROD, region=region)
@@ -146,6 +150,31 @@ def test_unchanged_prod_rerun_changes_nothing(deployments: Deployments) -> None:
     result = deploy_prod(deployments)
     assert result["status"] == "SUCCEEDED", result
     assert (result["plan"]["add"], result["plan"]["change"]) == (0, 0)
+    assert result["mutatingCalls"] == 0
+
+
+def test_a_replica_without_backups_in_the_failover_region_is_refused_naming_the_region(
+    deployments: Deployments,
+) -> None:
+    # GIVEN PROD deployed, and someone turned off point-in-time recovery on the eu-west-1 replica (and it has no
+    # on-demand backup)
+    failover_ddb = deployments.target_client("dynamodb", account=PROD, region="eu-west-1")
+    off = {"PointInTimeRecoveryEnabled": False}
+    failover_ddb.update_continuous_backups(TableName="Site-Generation-State", PointInTimeRecoverySpecification=off)
+    try:
+        # WHEN PROD is deployed again, announced
+        deployments.announce("prod", "CHG-305")
+        result = deployments.run("prod", requested_by="alice", change_ticket="CHG-305")
+    finally:
+        on = {"PointInTimeRecoveryEnabled": True}
+        failover_ddb.update_continuous_backups(TableName="Site-Generation-State", PointInTimeRecoverySpecification=on)
+    # THEN preflight refuses it, the backup check passing in af-south-1 and failing in eu-west-1, which it names
+    assert (result["status"], result["error"]) == ("FAILED", "PreflightFailed"), result
+    backups = [(c["region"], c["passed"]) for c in result["preflight"] if c["name"] == "table.backup"]
+    assert backups == [("af-south-1", True), ("eu-west-1", False)]
+    assert "table Site-Generation-State in eu-west-1 has neither point-in-time recovery" in str(result["cause"])
+    # AND nobody was asked to approve it, and nothing was changed
+    assert "RequestApproval" not in deployments.states_entered(str(result["executionArn"]))
     assert result["mutatingCalls"] == 0
 
 

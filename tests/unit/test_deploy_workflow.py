@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
+from deployer.models import RELEASE_TAG
 from sandbox.template import load_template
 from scripts import check_workflows
 
@@ -42,6 +44,39 @@ with open("args.json", "w") as f:
 with open("token.txt", "w") as f:
     f.write(os.environ.get("DEPLOYER_OIDC_TOKEN", ""))
 sys.exit(_report(Namespace(json=True), {{"status": {status!r}, "environment": "prod", "deploymentId": "prod-1"}}))
+"""
+
+
+# `gh api` as the release-tag step calls it, against a repository kept in gh-state.json: refs -> tag
+# objects -> commits. Every call is logged to gh-calls.json.
+GH_STUB = """#!{python}
+import json, sys
+from pathlib import Path
+state_file, calls_file = Path("gh-state.json"), Path("gh-calls.json")
+state = json.loads(state_file.read_text())
+args = sys.argv[1:]
+calls = json.loads(calls_file.read_text()) if calls_file.exists() else []
+calls.append(args)
+calls_file.write_text(json.dumps(calls))
+assert args[0] == "api", args
+path = args[1].split("/", 3)[3]
+fields = dict(a.split("=", 1) for flag, a in zip(args, args[1:]) if flag == "-f")
+if path.startswith("git/matching-refs/"):
+    prefix = "refs/" + path.removeprefix("git/matching-refs/")
+    print("\\n".join(r for r in state["refs"] if r.startswith(prefix)))
+elif path.startswith("commits/"):
+    print(state["objects"][state["refs"]["refs/tags/" + path.removeprefix("commits/")]])
+elif path == "git/tags":
+    sha = "tagobject%d" % len(state["objects"])
+    state["objects"][sha] = fields["object"]
+    state["messages"] = state.get("messages", {{}}) | {{fields["tag"]: fields["message"]}}
+    print(sha)
+elif path == "git/refs":
+    assert fields["ref"] not in state["refs"], "GitHub refuses a ref that exists"
+    state["refs"][fields["ref"]] = fields["sha"]
+else:
+    sys.exit("unexpected gh api " + path)
+state_file.write_text(json.dumps(state))
 """
 
 
@@ -99,6 +134,7 @@ def run_step(tmp_path: Path, status: str, **inputs: str) -> subprocess.Completed
         "ENVIRONMENT": "prod",
         "CHANGE_TICKET": "",
         "SCHEDULED_FOR": "",
+        "RELEASE_TAG": "",
         "ACTOR": "octocat",
         "RUN_ID": "42",
         "GITHUB_SHA": "0123abc",
@@ -148,6 +184,77 @@ def test_empty_optional_inputs_are_not_passed(tmp_path: Path) -> None:
     args = json.loads((tmp_path / "args.json").read_text())
     assert "--change-ticket" not in args
     assert "--at" not in args
+    assert "--release-tag" not in args
+
+
+def run_tag_step(tmp_path: Path, sha: str = "0123abc", run_number: str = "7") -> subprocess.CompletedProcess[str]:
+    """The release-tag job's step, with a `gh` that answers from tmp_path/gh-state.json."""
+    step = workflow()["jobs"]["release-tag"]["steps"][0]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    gh = bin_dir / "gh"
+    gh.write_text(GH_STUB.format(python=sys.executable))
+    gh.chmod(0o755)
+    state = tmp_path / "gh-state.json"
+    if not state.exists():
+        state.write_text(json.dumps({"refs": {}, "objects": {}}))
+    (tmp_path / "step.sh").write_text(step["run"])
+    output = tmp_path / "github-output"
+    output.write_text("")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_REPOSITORY": "octo-org/bbws",
+        "GITHUB_SHA": sha,
+        "GITHUB_RUN_NUMBER": run_number,
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_OUTPUT": str(output),
+        "GH_TOKEN": "token",
+    }
+    shell = GITHUB_SHELLS[step.get("shell")]
+    return subprocess.run(
+        [*shell, str(tmp_path / "step.sh")], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_prod_tags_the_commit_it_deploys_once_and_passes_the_tag_on(tmp_path: Path) -> None:
+    # WHEN the release-tag step runs for a PROD run
+    first = run_tag_step(tmp_path)
+    # THEN it made an annotated tag v<today UTC>-prod-run<N> on the run's commit, and output its name
+    assert first.returncode == 0, first.stderr
+    state = json.loads((tmp_path / "gh-state.json").read_text())
+    [(ref, tag_object)] = state["refs"].items()
+    tag = ref.removeprefix("refs/tags/")
+    assert re.fullmatch(r"v[0-9]{4}\.[0-9]{2}\.[0-9]{2}-prod-run7", tag)
+    assert re.fullmatch(RELEASE_TAG, tag)
+    assert state["objects"][tag_object] == "0123abc"
+    assert "0123abc" in state["messages"][tag]
+    assert (tmp_path / "github-output").read_text() == f"tag={tag}\n"
+    # AND a re-run of the same workflow run finds that tag instead of making another
+    again = run_tag_step(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "gh-state.json").read_text())["refs"] == state["refs"]
+    assert (tmp_path / "github-output").read_text() == f"tag={tag}\n"
+    # AND a tag of this run number on another commit fails the job rather than deploy under it
+    other = run_tag_step(tmp_path, sha="fedcba9")
+    assert other.returncode != 0
+    assert "names 0123abc, not fedcba9" in other.stdout
+
+
+def test_only_the_release_tag_job_may_write_and_only_prod_waits_for_it(tmp_path: Path) -> None:
+    jobs = workflow()["jobs"]
+    assert workflow()["permissions"] == {"contents": "read", "id-token": "write"}
+    assert jobs["release-tag"]["permissions"] == {"contents": "write"}
+    assert jobs["release-tag"]["if"] == "inputs.environment == 'prod'"
+    assert "permissions" not in jobs["deploy"]
+    assert jobs["deploy"]["needs"] == "release-tag"
+    assert "needs.release-tag.result == 'skipped'" in jobs["deploy"]["if"]
+    # AND the tag reaches the CLI
+    completed = run_step(tmp_path, "SUCCEEDED", RELEASE_TAG="v2030.01.07-prod-run7")
+    assert completed.returncode == 0, completed.stderr
+    args = json.loads((tmp_path / "args.json").read_text())
+    assert args[args.index("--release-tag") + 1] == "v2030.01.07-prod-run7"
+    assert deploy_step()["env"]["RELEASE_TAG"] == "${{ needs.release-tag.outputs.tag }}"
 
 
 def test_the_outcome_is_uploaded_even_when_the_step_failed() -> None:

@@ -82,6 +82,7 @@ def test_dev_spec_aimed_at_prod_account_names_every_loosened_rule(guardrails: Gu
         f"environment: the spec has 'dev'; {where} allow only prod",
         f"policy.approvals.required: the spec has 0; {where} require at least 2",
         f"policy.changeTicket.required: the spec has false; {where} require true",
+        f"policy.releaseTag.required: the spec has false; {where} require true",
         f"policy.promotion.from: the spec has none; {where} require 'sit'",
         f"policy.window: the spec has none; {where} require a window inside Mon-Thu 09:00-15:00 Africa/Johannesburg",
         f"policy.minimumNoticeHours: the spec has 0; {where} require at least 24",
@@ -100,6 +101,7 @@ def test_dev_spec_aimed_at_prod_account_names_every_loosened_rule(guardrails: Gu
         ({"promotion": None}, "policy.promotion.from: the spec has none;"),
         ({"promotion": {"from": "dev"}}, "policy.promotion.from: the spec has dev;"),
         ({"changeTicket": {"required": False}}, "policy.changeTicket.required: the spec has false;"),
+        ({"releaseTag": {"required": False}}, "policy.releaseTag.required: the spec has false;"),
         ({"minimumNoticeHours": 1}, "policy.minimumNoticeHours: the spec has 1;"),
     ],
 )

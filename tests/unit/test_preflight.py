@@ -12,7 +12,7 @@ from botocore.stub import Stubber
 from deployer.aws import TargetSession
 from deployer.checks import CheckResult
 from deployer.errors import PreflightFailed
-from deployer.preflight import run_preflight
+from deployer.preflight import release_tag_check, run_preflight
 from deployer.spec import EnvironmentSpec
 
 ACCOUNT = "123456789012"
@@ -50,7 +50,7 @@ def test_new_environment_passes_every_check(target: TargetSession, spec: Environ
         "change-ticket -": "no change ticket required",
         "approvals.quorum test": "no approvals required",
         f"bucket.name-available {BUCKET}": "available",
-        f"table.backup {TABLE}": "will be created",
+        f"table.backup {TABLE}": f"will be created in {REGION}",
     }
     assert {r.region for r in results} == {"global", REGION}
     assert target.log.mutating == 0
@@ -150,7 +150,7 @@ def test_existing_table_without_backup_fails(target: TargetSession, spec: Enviro
     with pytest.raises(PreflightFailed) as raised:
         run_preflight(target, ACCOUNT, spec, None, _now())
     assert str(raised.value) == (
-        f"table {TABLE} has neither point-in-time recovery nor an AVAILABLE backup from the last 24 hours"
+        f"table {TABLE} in {REGION} has neither point-in-time recovery nor an AVAILABLE backup from the last 24 hours"
     )
 
 
@@ -174,7 +174,7 @@ def test_existing_table_with_stale_backup_fails(target: TargetSession, spec: Env
 
     # WHEN preflight runs (two days after the backup)
     # THEN the backup check fails
-    with pytest.raises(PreflightFailed, match=f"table {TABLE} has neither point-in-time recovery"):
+    with pytest.raises(PreflightFailed, match=f"table {TABLE} in {REGION} has neither point-in-time recovery"):
         run_preflight(target, ACCOUNT, spec, None, two_days_later)
 
 
@@ -189,7 +189,33 @@ def test_existing_table_with_pitr_passes(target: TargetSession, spec: Environmen
     results = run_preflight(target, ACCOUNT, spec, None, _now())
 
     # THEN the backup check passes
-    assert _details(results)[f"table.backup {TABLE}"] == "point-in-time recovery is enabled"
+    assert _details(results)[f"table.backup {TABLE}"] == f"point-in-time recovery is enabled in {REGION}"
+
+
+def test_a_replica_without_backup_fails_naming_its_region(
+    target: TargetSession, spec_data: dict[str, Any], build_spec: Any, ddb: Any
+) -> None:
+    # GIVEN a table with PITR in its own region, and its replica in the failover region without it
+    failover = "eu-west-1"
+    spec_data["regions"]["failover"] = failover
+    spec_data["resources"]["tables"][0]["replicaRegions"] = ["failover"]
+    spec = build_spec(spec_data)
+    _existing_table_without_pitr(ddb)
+    ddb.update_continuous_backups(
+        TableName=TABLE, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+    )
+    _existing_table_without_pitr(boto3.client("dynamodb", region_name=failover))
+
+    # WHEN preflight runs
+    with pytest.raises(PreflightFailed) as raised:
+        run_preflight(target, ACCOUNT, spec, None, _now())
+
+    # THEN the backup check passes in the table's region and fails in the failover region, naming it
+    backups = [(c.region, c.passed) for c in raised.value.checks if c.name == "table.backup"]
+    assert backups == [(REGION, True), (failover, False)]
+    assert str(raised.value) == (
+        f"table {TABLE} in {failover} has neither point-in-time recovery nor an AVAILABLE backup from the last 24 hours"
+    )
 
 
 def test_every_failure_is_listed_on_its_own_line(
@@ -208,7 +234,7 @@ def test_every_failure_is_listed_on_its_own_line(
     assert len(lines) == 3
     assert lines[0].startswith("credentials are for account 999999999999")
     assert lines[1] == "environment test requires a change ticket, but none was given"
-    assert lines[2].startswith(f"table {TABLE} has neither")
+    assert lines[2].startswith(f"table {TABLE} in {REGION} has neither")
 
 
 def test_failover_bucket_is_checked_in_its_own_region(
@@ -227,3 +253,28 @@ def test_failover_bucket_is_checked_in_its_own_region(
     # THEN that bucket is checked in eu-west-1 and will be adopted
     check = next(r for r in results if r.resource == "bbws-test-failover")
     assert (check.region, check.detail) == ("eu-west-1", f"exists in account {ACCOUNT}, will be adopted")
+
+
+# ---------------------------------------------------------------- the release tag (runbook section 6 step 2)
+
+
+@pytest.mark.parametrize(
+    ("tag", "required", "passed", "detail"),
+    [
+        (None, False, True, "no release tag required"),
+        (None, True, False, "environment test deploys only a tagged release (policy.releaseTag.required)"),
+        ("v{today}-test-s3-dynamodb", True, True, "release tag v{today}-test-s3-dynamodb"),
+        ("v{today}-prod-s3-dynamodb", False, False, "is not v<YYYY.MM.DD>-test-<name>"),
+        ("v2026.13.40-test-x", True, False, "2026.13.40 is not a date"),
+        ("v{in_three_days}-test-x", True, False, "is dated after today"),
+    ],
+    ids=["none-needed", "missing", "good", "other-environment", "not-a-date", "future"],
+)
+def test_the_release_tag_names_the_environment_and_a_day_not_yet_to_come(
+    spec: EnvironmentSpec, tag: str | None, required: bool, passed: bool, detail: str
+) -> None:
+    now = _now()
+    days = {"today": f"{now:%Y.%m.%d}", "in_three_days": f"{now + timedelta(days=3):%Y.%m.%d}"}
+    result = release_tag_check(spec, tag.format(**days) if tag else None, now, required=required)
+    assert (result.name, result.passed) == ("release-tag", passed)
+    assert detail.format(**days) in result.detail

@@ -32,11 +32,12 @@ from deployer.replication import (
     plan_replication,
     plan_table_replicas,
     read_bucket_replication,
+    read_replica_backups,
     read_table_replicas,
     verify_replication,
 )
-from deployer.resources import WaitConfig
-from deployer.spec import EnvironmentSpec
+from deployer.resources import ResourcePlan, WaitConfig
+from deployer.spec import EnvironmentSpec, Table
 
 ACCOUNT = "123456789012"
 PRIMARY = "af-south-1"
@@ -200,6 +201,8 @@ class FakeGlobalTable:
     ) -> None:
         self.status = "ACTIVE"
         self.replicas = dict(replicas or {})
+        # Each replica's own point-in-time recovery (ENABLED for those given, unless set otherwise).
+        self.pitr = dict.fromkeys(self.replicas, "ENABLED")
         self.settle_after, self.item_lag, self.version = settle_after, item_lag, version
         self._countdown: int | None = None
         self.items: dict[str, dict[str, dict[str, Any]]] = {PRIMARY: {}, FAILOVER: {}}
@@ -265,6 +268,21 @@ class FakeDdb:
         self._call("describe_table", kwargs)
         return {"Table": self.table.describe()}
 
+    def describe_continuous_backups(self, **kwargs: Any) -> dict[str, Any]:
+        self._call("describe_continuous_backups", kwargs)
+        if self.region != PRIMARY and self.region not in self.table.replicas:
+            raise _client_error("TableNotFoundException", "DescribeContinuousBackups")
+        status = self.table.pitr.get(self.region, "DISABLED")
+        return {
+            "ContinuousBackupsDescription": {"PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": status}}
+        }
+
+    def update_continuous_backups(self, **kwargs: Any) -> dict[str, Any]:
+        self._call("update_continuous_backups", kwargs)
+        enabled = kwargs["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+        self.table.pitr[self.region] = "ENABLED" if enabled else "DISABLED"
+        return {}
+
     def update_table(self, **kwargs: Any) -> dict[str, Any]:
         self._call("update_table", kwargs)
         for update in kwargs["ReplicaUpdates"]:
@@ -288,6 +306,12 @@ class FakeDdb:
         self._call("delete_item", kwargs)
         self.table.write(self.region, kwargs["Key"], None)
         return {}
+
+
+def _plan(table: FakeGlobalTable, spec_table: Table, spec: EnvironmentSpec) -> ResourcePlan:
+    """The table's replica plan, read through the fake as Plan reads it."""
+    replicas = read_table_replicas(table.client(PRIMARY), TABLE)
+    return plan_table_replicas(spec_table, spec, replicas, read_replica_backups(table.client, spec_table, spec))
 
 
 def _operations(table: FakeGlobalTable, region: str | None = None) -> list[str]:
@@ -346,8 +370,10 @@ def test_first_plan_adds_the_replication_rule_read_only(target: TargetSession, r
         PRIMARY,
         "add",
     )
+    # AND the new replica gets point-in-time recovery, as the table has (each replica's own setting)
     assert table_plan.changes == [
-        {"field": f"replica.{FAILOVER}", "before": None, "after": "ACTIVE", "region": FAILOVER}
+        {"field": f"replica.{FAILOVER}", "before": None, "after": "ACTIVE", "region": FAILOVER},
+        {"field": f"replica.{FAILOVER}.pointInTimeRecovery", "before": None, "after": "ENABLED", "region": FAILOVER},
     ]
     assert target.log.mutating == 0
 
@@ -518,27 +544,34 @@ def test_missing_replica_is_created_and_awaited(replicated: EnvironmentSpec) -> 
     # GIVEN a table without replicas, whose new replica is CREATING for two checks
     table = FakeGlobalTable(settle_after=2)
     spec_table = replicated.resources.tables[0]
-    ddb = table.client(PRIMARY)
-    plan = plan_table_replicas(spec_table, replicated, read_table_replicas(ddb, TABLE))
+    plan = _plan(table, spec_table, replicated)
 
     # WHEN the plan is applied
-    apply_table_replicas(ddb, plan, spec_table, replicated, NO_WAIT)
+    apply_table_replicas(table.client, plan, spec_table, replicated, NO_WAIT)
 
-    # THEN exactly one replica create was sent, and apply returned once table and replica were ACTIVE
+    # THEN exactly one replica create was sent, and once table and replica were ACTIVE the replica's
+    # point-in-time recovery was turned on, in its own region
     assert _replica_updates(table) == [{"Create": {"RegionName": FAILOVER}}]
-    assert _operations(table) == ["describe_table"] * 2 + ["update_table"] + ["describe_table"] * 3
-    assert (table.status, table.replicas) == ("ACTIVE", {FAILOVER: "ACTIVE"})
+    assert _operations(table) == [
+        "describe_table",
+        "describe_continuous_backups",
+        "describe_table",
+        "update_table",
+        *["describe_table"] * 3,
+        "update_continuous_backups",
+    ]
+    assert _operations(table, FAILOVER) == ["describe_continuous_backups", "update_continuous_backups"]
+    assert (table.status, table.replicas, table.pitr) == ("ACTIVE", {FAILOVER: "ACTIVE"}, {FAILOVER: "ENABLED"})
 
 
 def test_unmanaged_replica_is_reported_and_left_in_place(replicated: EnvironmentSpec) -> None:
     # GIVEN a table whose failover replica is missing, with a replica the spec does not name
     table = FakeGlobalTable(replicas={"us-east-1": "ACTIVE"})
     spec_table = replicated.resources.tables[0]
-    ddb = table.client(PRIMARY)
-    plan = plan_table_replicas(spec_table, replicated, read_table_replicas(ddb, TABLE))
+    plan = _plan(table, spec_table, replicated)
 
     # WHEN the plan is applied
-    apply_table_replicas(ddb, plan, spec_table, replicated, NO_WAIT)
+    apply_table_replicas(table.client, plan, spec_table, replicated, NO_WAIT)
 
     # THEN the extra replica is reported as left in place, only the failover one is created, and
     # no Delete is ever sent
@@ -559,23 +592,49 @@ def test_unmanaged_replica_alone_changes_nothing(replicated: EnvironmentSpec) ->
     # GIVEN the failover replica is ACTIVE and an unmanaged one exists too
     table = FakeGlobalTable(replicas={FAILOVER: "ACTIVE", "us-east-1": "ACTIVE"})
     spec_table = replicated.resources.tables[0]
-    ddb = table.client(PRIMARY)
 
     # WHEN it is planned and applied
-    plan = plan_table_replicas(spec_table, replicated, read_table_replicas(ddb, TABLE))
-    apply_table_replicas(ddb, plan, spec_table, replicated, NO_WAIT)
+    plan = _plan(table, spec_table, replicated)
+    apply_table_replicas(table.client, plan, spec_table, replicated, NO_WAIT)
 
-    # THEN it is unchanged (the note stays visible) and nothing but the first read was called
+    # THEN it is unchanged (the note stays visible) and nothing but the first reads was called
     assert plan.action == "unchanged"
     assert [c.get("note") for c in plan.changes] == [UNMANAGED_NOTE]
-    assert _operations(table) == ["describe_table"]
+    assert _operations(table) == ["describe_table", "describe_continuous_backups"]
+
+
+def test_a_replica_without_point_in_time_recovery_gets_it_and_nothing_else(replicated: EnvironmentSpec) -> None:
+    # GIVEN the failover replica is ACTIVE, but its point-in-time recovery was turned off
+    table = FakeGlobalTable(replicas={FAILOVER: "ACTIVE"})
+    table.pitr[FAILOVER] = "DISABLED"
+    spec_table = replicated.resources.tables[0]
+
+    # WHEN it is planned and applied
+    plan = _plan(table, spec_table, replicated)
+    apply_table_replicas(table.client, plan, spec_table, replicated, NO_WAIT)
+
+    # THEN only that is changed, in the replica's region: no replica is created or awaited
+    assert (plan.action, plan.changes) == (
+        "change",
+        [
+            {
+                "field": f"replica.{FAILOVER}.pointInTimeRecovery",
+                "before": "DISABLED",
+                "after": "ENABLED",
+                "region": FAILOVER,
+            }
+        ],
+    )
+    assert _replica_updates(table) == []
+    assert _operations(table, FAILOVER) == ["describe_continuous_backups", "update_continuous_backups"]
+    assert table.pitr[FAILOVER] == "ENABLED"
 
 
 def test_replica_that_never_becomes_active_fails_provisioning(replicated: EnvironmentSpec) -> None:
     # GIVEN a new replica stays CREATING
     table = FakeGlobalTable(settle_after=None)
     spec_table = replicated.resources.tables[0]
-    plan = plan_table_replicas(spec_table, replicated, [])
+    plan = plan_table_replicas(spec_table, replicated, [], {FAILOVER: None})
 
     # WHEN it is applied with a bounded wait
     # THEN provisioning fails naming the table, the region and the last statuses
@@ -583,19 +642,19 @@ def test_replica_that_never_becomes_active_fails_provisioning(replicated: Enviro
         ProvisioningFailed,
         match=rf"table-replica {TABLE}: still table UPDATING, replica in {FAILOVER} CREATING after 3",
     ):
-        apply_table_replicas(table.client(PRIMARY), plan, spec_table, replicated, NO_WAIT)
+        apply_table_replicas(table.client, plan, spec_table, replicated, NO_WAIT)
 
 
 def test_failed_replica_fails_at_once(replicated: EnvironmentSpec) -> None:
     # GIVEN a replica that exists in the failover region but failed to create
     table = FakeGlobalTable(replicas={FAILOVER: "CREATION_FAILED"})
     spec_table = replicated.resources.tables[0]
-    plan = plan_table_replicas(spec_table, replicated, read_table_replicas(table.client(PRIMARY), TABLE))
+    plan = _plan(table, spec_table, replicated)
 
     # WHEN it is applied
     # THEN provisioning fails on the first check, without trying to create it again
     with pytest.raises(ProvisioningFailed, match=rf"replica in {FAILOVER} is CREATION_FAILED"):
-        apply_table_replicas(table.client(PRIMARY), plan, spec_table, replicated, WaitConfig(0, 10))
+        apply_table_replicas(table.client, plan, spec_table, replicated, WaitConfig(0, 10))
     assert _replica_updates(table) == []
 
 
@@ -603,7 +662,7 @@ def test_busy_table_is_transient(replicated: EnvironmentSpec) -> None:
     # GIVEN DynamoDB answers the replica create with ResourceInUseException (another update runs)
     ddb = boto3.client("dynamodb", region_name=PRIMARY)
     spec_table = replicated.resources.tables[0]
-    plan = plan_table_replicas(spec_table, replicated, [])
+    plan = plan_table_replicas(spec_table, replicated, [], {FAILOVER: None})
     with Stubber(ddb) as stub:
         stub.add_response("describe_table", {"Table": {"TableName": TABLE, "TableStatus": "ACTIVE"}})
         stub.add_client_error("update_table", "ResourceInUseException", "Table is being updated")
@@ -611,7 +670,7 @@ def test_busy_table_is_transient(replicated: EnvironmentSpec) -> None:
         # WHEN it is applied
         # THEN the error is transient, for the state machine to retry
         with pytest.raises(TransientAwsError, match="ResourceInUseException"):
-            apply_table_replicas(ddb, plan, spec_table, replicated, NO_WAIT)
+            apply_table_replicas(lambda _: ddb, plan, spec_table, replicated, NO_WAIT)
 
 
 def test_old_global_table_version_is_rejected() -> None:
@@ -633,7 +692,7 @@ def test_apply_replication_is_idempotent_for_buckets_and_tables(
     spec = build_spec(replicated_data)
     _create_buckets()
     table = FakeGlobalTable()
-    fakes = {("dynamodb", PRIMARY): table.client(PRIMARY)}
+    fakes = {("dynamodb", PRIMARY): table.client(PRIMARY), ("dynamodb", FAILOVER): table.client(FAILOVER)}
     first = FakeTarget(session=target.session, account=ACCOUNT, fakes=fakes)
 
     # WHEN replication is applied twice
@@ -646,7 +705,7 @@ def test_apply_replication_is_idempotent_for_buckets_and_tables(
     assert [(p.kind, p.action) for p in applied] == [("bucket-replication", "add"), ("table-replica", "add")]
     assert [p.action for p in again] == ["unchanged", "unchanged"]
     assert second.log.mutating == 0
-    assert _operations(table)[calls_after_first:] == ["describe_table"]
+    assert _operations(table)[calls_after_first:] == ["describe_table", "describe_continuous_backups"]
 
 
 # ---------------------------------------------------------------- verification

@@ -46,6 +46,7 @@ class Floor(Model):
     minimum_approvals: Annotated[int, Field(ge=0, le=10)] = 0
     eligible_approvers: list[Annotated[str, Field(pattern=SLACK_USER_ID)]] | None = None
     change_ticket_required: bool = False
+    release_tag_required: bool = False
     promotion_from: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,31}$")] | None = None
     window: DeploymentWindow | None = None
     minimum_notice_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 0
@@ -161,6 +162,7 @@ class Guardrails(Model):
                 "  eligible approvers   "
                 + (", ".join(floor.eligible_approvers) if floor.eligible_approvers is not None else "any"),
                 f"  change ticket        {'required' if floor.change_ticket_required else 'optional'}",
+                f"  release tag          {'required' if floor.release_tag_required else 'optional'}",
                 f"  promotion from       {floor.promotion_from or 'not required'}",
                 f"  window               {_describe_bound(floor.window)}",
                 f"  minimum notice       {floor.minimum_notice_hours:g} hours",
@@ -193,6 +195,8 @@ def _policy_violations(policy: Policy, floor: Floor) -> list[tuple[str, str]]:
                 )
     if floor.change_ticket_required and not policy.change_ticket.required:
         found.append(("changeTicket.required: the spec has false", "require true"))
+    if floor.release_tag_required and not policy.release_tag.required:
+        found.append(("releaseTag.required: the spec has false", "require true"))
     if floor.promotion_from is not None:
         source = policy.promotion.from_ if policy.promotion else None
         if source != floor.promotion_from:

@@ -35,6 +35,9 @@ def _representable(moment: datetime) -> datetime:
 # When a window starts (ISO 8601 with a UTC offset).
 SCHEDULED_FOR = Annotated[AwareDatetime, AfterValidator(_representable)]
 
+# v<YYYY.MM.DD>-<environment>-<name>; preflight checks the environment and the date.
+RELEASE_TAG = r"^v[0-9]{4}\.[0-9]{2}\.[0-9]{2}-[a-z0-9][a-z0-9._-]*$"
+
 # A name, a GitHub login (github:octo) or an AWS principal's ARN (role session names included).
 REQUESTED_BY = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w.@+:/=,-][\w.@+:/=, -]*$")]
 
@@ -73,6 +76,8 @@ class RequestFields(Event):
     # Deploy without the policy's notice (minimumNoticeHours): costs the policy's emergency approvals,
     # recorded, and announced in its incident channel.
     emergency: Annotated[str, Field(min_length=10, max_length=500)] | None = None
+    # The release tag of the commit deployed (runbook section 6 step 2): v<YYYY.MM.DD>-<environment>-<name>.
+    release_tag: Annotated[str, Field(pattern=RELEASE_TAG, max_length=128)] | None = None
 
 
 class DeploymentRequest(RequestFields):
@@ -183,6 +188,7 @@ class DeploymentContext(Event):
     schedule: Schedule | None = None
     promotion_override: str | None = None
     emergency: str | None = None
+    release_tag: str | None = None
     rollback_to: str | None = None
     # What the Provision and Validate maps fan out over, region by region.
     work: list[RegionWork] = []

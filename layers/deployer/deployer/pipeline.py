@@ -31,7 +31,7 @@ from deployer.models import (
 from deployer.observability import record_deployment_metrics, record_failed_checks, record_mutating_calls
 from deployer.plan import apply_region, plan_environment, unchanged_in
 from deployer.policy_change import policy_change
-from deployer.preflight import run_preflight
+from deployer.preflight import release_tag_check, run_preflight
 from deployer.promotion import promotion_check
 from deployer.records import iso
 from deployer.rollback import count_data
@@ -89,8 +89,9 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             scheduled_for=iso(request.scheduled_for),
             wait_seconds=max(0, math.ceil((request.scheduled_for - now).total_seconds())),
         )
-    elif request.emergency is None:
+    elif request.emergency is None and not request.dry_run:
         # Checked again right before applying; now, so that nobody is asked to approve what cannot apply.
+        # A dry run applies nothing, so it needs no notice.
         announced = require_notice(tooling.records, spec.policy, spec.environment, request.change_ticket, now)
     change = policy_change(tooling.records, tooling.specs, spec.environment, spec.policy)
     approvals = spec.policy.approvals
@@ -117,12 +118,13 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             approval_first_wait_seconds=math.ceil(60 * (approvals.reminder_minutes or approvals.timeout_minutes)),
             lock_lease_seconds=spec.policy.lock_lease_minutes * 60,
             has_window=spec.policy.window is not None,
-            needs_notice=bool(spec.policy.minimum_notice_hours) and request.emergency is None,
+            needs_notice=bool(spec.policy.minimum_notice_hours) and request.emergency is None and not request.dry_run,
             has_replication=bool(spec.replicated_buckets() or any(t.replica_regions for t in spec.resources.tables)),
         ),
         schedule=schedule,
         promotion_override=request.promotion_override,
         emergency=request.emergency,
+        release_tag=request.release_tag,
         rollback_to=request.rollback_to,
         work=[_region_work(spec, region, tooling.shard_size) for region in spec.regions.all()],
     )
@@ -143,6 +145,7 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
             "scheduledFor": schedule.scheduled_for if schedule else None,
             "promotionOverride": request.promotion_override,
             "emergency": request.emergency,
+            "releaseTag": request.release_tag,
             "announcement": _announcement_fields(announced),
             "rollbackTo": request.rollback_to,
             "origin": request.origin.dump() if request.origin else None,
@@ -270,7 +273,9 @@ def preflight(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
         )
     except PreflightFailed as exc:
         checks = exc.checks
-    checks.append(promotion)
+    # A dry run deploys nothing, and a rollback redeploys a release that was checked when it deployed.
+    tag_required = spec.policy.release_tag.required and not (deployment.dry_run or deployment.rollback_to)
+    checks += [release_tag_check(spec, deployment.release_tag, clock.now(), required=tag_required), promotion]
     tooling.records.update(deployment.deployment_id, clock.now(), {"preflight": _checks(checks)})
     record_failed_checks(deployment.environment, "preflight", checks)
     failed = [c.detail for c in checks if not c.passed]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -46,15 +46,48 @@ def run_preflight(
         check = partial(_bucket_name, target.client("s3", region), bucket.name, target.account, region)
         results.append(run_check("bucket.name-available", region, bucket.name, check))
     for table in spec.resources.tables:
-        region = spec.region_of(table)
-        check = partial(
-            _table_backup, target.client("dynamodb", region), table.name, now, spec.policy.backup.max_age_hours
-        )
-        results.append(run_check("table.backup", region, table.name, check))
+        # Runbook section 6: backups verified in every region the table lives in (PITR is each replica's own).
+        for region in (spec.region_of(table), *spec.replica_regions_of(table)):
+            ddb = target.client("dynamodb", region)
+            check = partial(_table_backup, ddb, table.name, region, now, spec.policy.backup.max_age_hours)
+            results.append(run_check("table.backup", region, table.name, check))
     failed = [r.detail for r in results if not r.passed]
     if failed:
         raise PreflightFailed("\n".join(failed), checks=results)
     return results
+
+
+def release_tag_check(spec: EnvironmentSpec, tag: str | None, now: datetime, *, required: bool) -> CheckResult:
+    """Runbook section 6 step 2: the release tag, ``v<YYYY.MM.DD>-<environment>-<name>``, dated no later than today.
+
+    ``required``: where ``policy.releaseTag.required`` (PROD), for what it deploys; a tag given is
+    checked wherever it is.
+    The deployer cannot see the repository: that the tag names the commit deployed is the deploy
+    workflow's part (it tags ``GITHUB_SHA`` and deploys that commit's spec).
+    """
+    return run_check("release-tag", GLOBAL, tag or "-", partial(_release_tag, spec, tag, now, required))
+
+
+def _release_tag(spec: EnvironmentSpec, tag: str | None, now: datetime, required: bool) -> tuple[bool, str]:
+    if not tag:
+        if required:
+            return False, (
+                f"environment {spec.environment} deploys only a tagged release (policy.releaseTag.required), "
+                f"but none was given: tag the commit v{now:%Y.%m.%d}-{spec.environment}-<name> and pass "
+                "--release-tag (the deploy workflow does both)"
+            )
+        return True, "no release tag required"
+    prefix = re.fullmatch(r"v(?P<date>[0-9]{4}\.[0-9]{2}\.[0-9]{2})-(?P<rest>.+)", tag)
+    if prefix is None or not prefix["rest"].startswith(f"{spec.environment}-"):
+        return False, f"release tag {tag} is not v<YYYY.MM.DD>-{spec.environment}-<name>"
+    try:
+        dated = datetime.strptime(prefix["date"], "%Y.%m.%d").replace(tzinfo=UTC)
+    except ValueError:
+        return False, f"release tag {tag}: {prefix['date']} is not a date"
+    # A day of slack: the tagger's calendar may be ahead of UTC.
+    if dated > now + timedelta(days=1):
+        return False, f"release tag {tag} is dated after today ({now:%Y.%m.%d} UTC)"
+    return True, f"release tag {tag}"
 
 
 def _identity(spec: EnvironmentSpec, account: str) -> tuple[bool, str]:
@@ -107,25 +140,27 @@ def _bucket_name(s3: Any, name: str, account: str, region: str) -> tuple[bool, s
     return True, f"exists in account {account}, will be adopted"
 
 
-def _table_backup(ddb: Any, name: str, now: datetime, max_age_hours: int) -> tuple[bool, str]:
+def _table_backup(ddb: Any, name: str, region: str, now: datetime, max_age_hours: int) -> tuple[bool, str]:
     try:
         backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
     except ClientError as exc:
         if error_code(exc) in ("TableNotFoundException", "ResourceNotFoundException"):
-            return True, "will be created"
+            return True, f"will be created in {region}"
         raise
     if backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED":
-        return True, "point-in-time recovery is enabled"
+        return True, f"point-in-time recovery is enabled in {region}"
     oldest = now - timedelta(hours=max_age_hours)
     kwargs: dict[str, Any] = {"TableName": name, "TimeRangeLowerBound": oldest}
     while True:
         page = ddb.list_backups(**kwargs)
         for backup in page.get("BackupSummaries", []):
             if backup["BackupStatus"] == "AVAILABLE" and backup["BackupCreationDateTime"] >= oldest:
-                return True, f"backup {backup['BackupName']} from {backup['BackupCreationDateTime'].isoformat()}"
+                created = backup["BackupCreationDateTime"].isoformat()
+                return True, f"backup {backup['BackupName']} from {created} in {region}"
         if not page.get("LastEvaluatedBackupArn"):
             break
         kwargs["ExclusiveStartBackupArn"] = page["LastEvaluatedBackupArn"]
     return False, (
-        f"table {name} has neither point-in-time recovery nor an AVAILABLE backup from the last {max_age_hours} hours"
+        f"table {name} in {region} has neither point-in-time recovery nor an AVAILABLE backup from the last "
+        f"{max_age_hours} hours"
     )

@@ -216,17 +216,48 @@ def plan_bucket_replication(bucket: Bucket, spec: EnvironmentSpec, actual: dict[
     return _resource_plan("bucket-replication", bucket.name, region, action=action, changes=changes, prior=actual)
 
 
-def plan_table_replicas(table: Table, spec: EnvironmentSpec, actual_replicas: list[dict[str, Any]]) -> ResourcePlan:
+def read_replica_backups(regional: Callable[[str], Any], table: Table, spec: EnvironmentSpec) -> dict[str, str | None]:
+    """Each of the spec's replica regions of ``table``: its replica's point-in-time recovery status (None: no replica).
+
+    ``regional`` gives a DynamoDB client for a region: PITR is each replica's own setting.
+    """
+    found: dict[str, str | None] = {}
+    for replica_region in spec.replica_regions_of(table):
+        with transient_errors():
+            try:
+                backups = regional(replica_region).describe_continuous_backups(TableName=table.name)
+            except ClientError as exc:
+                if error_code(exc) not in ("TableNotFoundException", "ResourceNotFoundException"):
+                    raise
+                found[replica_region] = None
+                continue
+        description = backups["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
+        found[replica_region] = description.get("PointInTimeRecoveryStatus", "DISABLED")
+    return found
+
+
+def plan_table_replicas(
+    table: Table, spec: EnvironmentSpec, actual_replicas: list[dict[str, Any]], replica_backups: dict[str, str | None]
+) -> ResourcePlan:
     """Compare the spec's replica regions of ``table`` with its actual replicas.
 
     A missing replica is a change ``replica.<region>`` from None to ACTIVE; one that exists but
     is not ACTIVE yet is a change to wait for. A replica the spec does not name is listed with
     the note "unmanaged replica left in place" and never removed; on its own it changes nothing.
+    Where the table has point-in-time recovery, each replica must have it too (it is each
+    replica's own setting, and the runbook's backups are verified in every region): a change
+    ``replica.<region>.pointInTimeRecovery`` to ENABLED; ``replica_backups`` is what
+    ``read_replica_backups`` found.
     """
     region = spec.region_of(table)
     desired = spec.replica_regions_of(table)
     status = {r["region"]: r["status"] for r in actual_replicas if r["region"] != region}
     changes = [_change(f"replica.{r}", status.get(r), "ACTIVE", region=r) for r in desired if status.get(r) != "ACTIVE"]
+    backups = [
+        _change(f"replica.{r}.pointInTimeRecovery", replica_backups.get(r), "ENABLED", region=r)
+        for r in desired
+        if table.point_in_time_recovery and replica_backups.get(r) != "ENABLED"
+    ]
     notes = [
         _change(f"replica.{r}", s, s, region=r, note=UNMANAGED_NOTE)
         for r, s in sorted(status.items())
@@ -235,6 +266,9 @@ def plan_table_replicas(table: Table, spec: EnvironmentSpec, actual_replicas: li
     action: Action = "unchanged"
     if changes:
         action = "add" if not status else "change"
+    elif backups:
+        action = "change"
+    changes += backups
     return _resource_plan(
         "table-replica", table.name, region, action=action, changes=changes + notes, prior={"replicas": actual_replicas}
     )
@@ -273,21 +307,31 @@ def _wait_for(ddb: Any, table: str, replica_region: str | None, wait: WaitConfig
     raise ProvisioningFailed(f"table-replica {table}: still {what} after {wait.max_attempts} checks")
 
 
-def apply_table_replicas(ddb: Any, plan: ResourcePlan, table: Table, spec: EnvironmentSpec, wait: WaitConfig) -> None:
-    """Create the replicas ``plan`` adds, one region at a time, waiting until each is ACTIVE.
+def apply_table_replicas(
+    regional: Callable[[str], Any], plan: ResourcePlan, table: Table, spec: EnvironmentSpec, wait: WaitConfig
+) -> None:
+    """Create the replicas ``plan`` adds, one region at a time, waiting until each is ACTIVE; then
+    turn on point-in-time recovery on each replica the plan says lacks it.
 
-    DynamoDB takes one replica update at a time per table, hence the wait before each create.
-    Replicas the plan only waits for are awaited without any call that changes them; nothing is
-    ever deleted. Raises ProvisioningFailed when a replica fails or is not ACTIVE in time.
+    ``regional`` gives a DynamoDB client for a region. DynamoDB takes one replica update at a
+    time per table, hence the wait before each create. Replicas the plan only waits for are
+    awaited without any call that changes them; nothing is ever deleted. Raises
+    ProvisioningFailed when a replica fails or is not ACTIVE in time.
     """
     wanted = set(spec.replica_regions_of(table))
     pending = [c for c in plan.changes if c["region"] in wanted and c["after"] == "ACTIVE" and "note" not in c]
+    backups = [c for c in plan.changes if c["field"].endswith(".pointInTimeRecovery")]
+    ddb = regional(plan.region)
     with provisioning("table-replica", table.name, plan.region):
         for change in pending:
             if change["before"] is None:
                 _wait_for(ddb, table.name, None, wait)
                 ddb.update_table(TableName=table.name, ReplicaUpdates=[{"Create": {"RegionName": change["region"]}}])
             _wait_for(ddb, table.name, change["region"], wait)
+        for change in backups:
+            regional(change["region"]).update_continuous_backups(
+                TableName=table.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+            )
 
 
 # ---------------------------------------------------------------- orchestration
@@ -309,7 +353,8 @@ def _planned_tables(target: TargetSession, spec: EnvironmentSpec) -> list[tuple[
     planned = []
     for table in _tables_with_replicas(spec):
         actual_replicas = read_table_replicas(target.client("dynamodb", spec.region_of(table)), table.name)
-        planned.append((table, plan_table_replicas(table, spec, actual_replicas)))
+        backups = read_replica_backups(partial(target.client, "dynamodb"), table, spec)
+        planned.append((table, plan_table_replicas(table, spec, actual_replicas, backups)))
     return planned
 
 
@@ -355,7 +400,7 @@ def apply_replication(target: TargetSession, spec: EnvironmentSpec, wait: WaitCo
             apply_bucket_replication(target.client("s3", plan.region), plan, bucket, spec)
     for table, plan in tables:
         if plan.action != "unchanged":
-            apply_table_replicas(target.client("dynamodb", plan.region), plan, table, spec, wait)
+            apply_table_replicas(partial(target.client, "dynamodb"), plan, table, spec, wait)
     return [plan for _, plan in buckets] + [plan for _, plan in tables]
 
 

@@ -205,6 +205,11 @@ class Approvals(Model):
         return next((a for a in voters if a.slack_user_id == slack_user_id), None)
 
 
+class ReleaseTagPolicy(Model):
+    # Runbook section 6 step 2: the commit deployed is tagged v<YYYY.MM.DD>-<environment>-<name> first.
+    required: bool = False
+
+
 class ChangeTicketPolicy(Model):
     required: bool = False
     pattern: str = r"^[A-Z][A-Z0-9]+-[0-9]+$"
@@ -338,6 +343,7 @@ class Notifications(Model):
 class Policy(Model):
     approvals: Approvals = Approvals()
     change_ticket: ChangeTicketPolicy = ChangeTicketPolicy()
+    release_tag: ReleaseTagPolicy = ReleaseTagPolicy()
     backup: BackupPolicy = BackupPolicy()
     lock_lease_minutes: Annotated[int, Field(ge=1, le=8 * 24 * 60)] = 120
     window: DeploymentWindow | None = None
