@@ -183,8 +183,15 @@ def minimum(spec: EnvironmentSpec, exists: bool) -> dict[str, Counter[Op]]:
         phases["validate"] += _ddb("DescribeTable") + _table_settings(table, tags)
         phases["validate"] += _ddb("PutItem", "GetItem", "DeleteItem") + Counter({("cloudwatch", "ListMetrics"): 1})
         for _ in spec.replica_regions_of(table):
+            # Each replica's own point-in-time recovery: checked before, planned, and turned on once.
+            phases["preflight"] += backups
+            phases["plan"] += _ddb("DescribeContinuousBackups")
+            if spec.policy.approvals.required:
+                phases["approval re-plan"] += _ddb("DescribeContinuousBackups")
             if not exists:
                 phases["replication"] += _ddb("UpdateTable", "DescribeTable")
+                if table.point_in_time_recovery:
+                    phases["replication"] += _ddb("UpdateContinuousBackups")
             phases["replication checks"] += _ddb("DescribeTable", "PutItem", "GetItem", "DeleteItem", "GetItem")
     return {phase: phases[phase] for phase in PHASES if phases[phase]}
 

@@ -132,6 +132,8 @@ def _work(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _growth_notes(runs: list[tuple[int, float, dict[str, Any], list[dict[str, Any]], int]]) -> list[str]:
     (small, _, _, small_events, _), (large, _, _, large_events, _) = runs[0], runs[-1]
+    if large == small:
+        return ["One size only (--sizes): the history's growth per resource needs two."]
     per_resource = (len(large_events) - len(small_events)) / (2 * (large - small))
     fixed = len(small_events) - per_resource * 2 * small
     ceiling = int((HISTORY_LIMIT - fixed) / per_resource)

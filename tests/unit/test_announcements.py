@@ -212,12 +212,15 @@ def test_an_emergency_costs_the_policys_extra_approvals(
         "emergency": {"extraApprovals": 2, "channel": "#incidents"},
     }
     spec = build_spec(data)
-    assert emergency_approvals(spec, None, scheduled=False) == 0
-    assert emergency_approvals(spec, "Sev-1 INC-1, writes failing", scheduled=False) == 2
+    reason = "Sev-1 INC-1, writes failing"
+    assert emergency_approvals(spec, None, scheduled=False, dry_run=False) == 0
+    assert emergency_approvals(spec, reason, scheduled=False, dry_run=False) == 2
     with pytest.raises(InputInvalid, match=r"a scheduled deployment .* is announced ahead, which is not an emergency"):
-        emergency_approvals(spec, "Sev-1 INC-1, writes failing", scheduled=True)
+        emergency_approvals(spec, reason, scheduled=True, dry_run=False)
+    with pytest.raises(InputInvalid, match="a dry run applies nothing"):
+        emergency_approvals(spec, reason, scheduled=False, dry_run=True)
 
 
 def test_an_emergency_is_refused_where_the_policy_has_no_emergency_path(prod_like: EnvironmentSpec) -> None:
     with pytest.raises(InputInvalid, match=r"has no emergency path \(policy.emergency\)"):
-        emergency_approvals(prod_like, "Sev-1 INC-1, writes failing", scheduled=False)
+        emergency_approvals(prod_like, "Sev-1 INC-1, writes failing", scheduled=False, dry_run=False)

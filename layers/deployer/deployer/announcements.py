@@ -141,8 +141,9 @@ def require_notice(
     return found
 
 
-def emergency_approvals(spec: EnvironmentSpec, reason: str | None, scheduled: bool) -> int:
-    """The extra approvals an emergency costs (0 without one); InputInvalid where there is no emergency path."""
+def emergency_approvals(spec: EnvironmentSpec, reason: str | None, *, scheduled: bool, dry_run: bool) -> int:
+    """The extra approvals an emergency costs (0 without one); InputInvalid where there is no emergency path,
+    or for a run that is no emergency (scheduled ahead, or a dry run, which applies nothing)."""
     if reason is None:
         return 0
     policy = spec.policy
@@ -156,4 +157,6 @@ def emergency_approvals(spec: EnvironmentSpec, reason: str | None, scheduled: bo
             "emergency: a scheduled deployment (scheduledFor) is announced ahead, which is not an emergency; "
             "give one or the other"
         )
+    if dry_run:
+        raise InputInvalid("emergency: a dry run applies nothing and needs no notice, so it is no emergency")
     return policy.emergency.extra_approvals

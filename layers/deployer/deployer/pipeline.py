@@ -65,7 +65,9 @@ def start(event: dict[str, Any], tooling: Tooling) -> dict[str, Any]:
     if request.announce_only:
         _require_announcement_only(request)
     # Refused before anything is announced: an emergency is never scheduled.
-    emergency = emergency_approvals(spec, request.emergency, scheduled=request.scheduled_for is not None)
+    emergency = emergency_approvals(
+        spec, request.emergency, scheduled=request.scheduled_for is not None, dry_run=request.dry_run
+    )
     schedule, announced = None, None
     if request.scheduled_for is not None:
         # Announced now (runbook section 6 step 1), applied at its time: CheckWindow holds it to the notice.
