@@ -121,6 +121,11 @@ class Deployments:
         user_id, name = slack_user(spec, user)
         return SandboxSlack.discover(self.sandbox.endpoint).click(approval, user_id, name, action)
 
+    def approve(self, approval: Approval, *users: str) -> None:
+        """Each user clicks Approve, in turn."""
+        for user in users:
+            self.click(approval, user)
+
     def slack_messages(self) -> list[dict[str, Any]]:
         """What the fake Slack recorded, read over its HTTP API like any client would."""
         with urllib.request.urlopen(f"{self.sandbox.slack_url}/messages") as response:

@@ -138,8 +138,7 @@ def test_a_tightened_prod_spec_passes_with_three_approvals(deployments: Deployme
     arn = deployments.start("prod", requested_by="alice", change_ticket="CHG-501")
     approval = deployments.approval(arn)
     assert approval.required == 3
-    for approver in ("senior-engineer-1", "senior-engineer-2", "senior-engineer-3"):
-        deployments.click(approval, approver)
+    deployments.approve(approval, "senior-engineer-1", "senior-engineer-2", "senior-engineer-3")
     # THEN it deploys
     result = deployments.finish(arn)
     assert result["status"] == "SUCCEEDED", result

@@ -33,9 +33,7 @@ def deploy_prod(deployments: Deployments, ticket: str = "CHG-300", **kwargs: obj
     """Announce a PROD change 24 hours ahead (simulated), then deploy it then with two approvals."""
     deployments.announce("prod", ticket)
     arn = deployments.start("prod", requested_by="alice", change_ticket=ticket, **kwargs)
-    approval = deployments.approval(arn)
-    deployments.click(approval, "senior-engineer-1")
-    deployments.click(approval, "senior-engineer-2")
+    deployments.approve(deployments.approval(arn), "senior-engineer-1", "senior-engineer-2")
     return deployments.finish(arn)
 
 
@@ -243,8 +241,7 @@ def test_outside_the_window_beyond_max_wait_fails_even_for_an_emergency(deployme
             "prod", requested_by="alice", change_ticket="CHG-311", emergency="Sev-1 INC-43 on a Saturday"
         )
         approval = deployments.approval(arn)
-        for approver in ("senior-engineer-1", "senior-engineer-2", "senior-engineer-3"):
-            deployments.click(approval, approver)
+        deployments.approve(approval, "senior-engineer-1", "senior-engineer-2", "senior-engineer-3")
         result = deployments.finish(arn)
     finally:
         deployments.sandbox.travel_to_window("prod")
@@ -361,8 +358,7 @@ def test_a_provisioning_timeout_in_the_second_region_rolls_back_the_first(deploy
             "prod", requested_by="alice", change_ticket="CHG-303", promotion_override="CAB-approved test CHG-303"
         )
         approval = deployments.approval(arn)
-        for approver in ("senior-engineer-1", "senior-engineer-2", "senior-engineer-3"):
-            deployments.click(approval, approver)
+        deployments.approve(approval, "senior-engineer-1", "senior-engineer-2", "senior-engineer-3")
         result = deployments.finish(arn)
     finally:
         deployments.sandbox.faults.clear()

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from deployer import clock
 from deployer.aws import TargetSession, error_code, fan_out, transient_errors
 from deployer.errors import ValidationFailed
+from deployer.resources import pitr_status
 from deployer.spec import Bucket, EnvironmentSpec, Table
 
 # A table's DescribeTable answer, read once per validation and shared by its checks.
@@ -291,8 +292,7 @@ def _table_ttl(ddb: Any, name: str, attribute: str) -> tuple[bool, str]:
 
 
 def _table_pitr(ddb: Any, name: str) -> tuple[bool, str]:
-    backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
-    status = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus", "DISABLED")
+    status = pitr_status(ddb, name)
     ok = status == "ENABLED"
     return ok, f"point-in-time recovery is {status}" + ("" if ok else ", expected ENABLED")
 

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from deployer.aws import TargetSession, error_code
 from deployer.checks import CheckResult, run_check
 from deployer.errors import PreflightFailed
-from deployer.resources import BucketOwnedElsewhere, bucket_region
+from deployer.resources import BucketOwnedElsewhere, bucket_region, pitr_status
 from deployer.spec import EnvironmentSpec
 
 GLOBAL = "global"
@@ -142,12 +142,12 @@ def _bucket_name(s3: Any, name: str, account: str, region: str) -> tuple[bool, s
 
 def _table_backup(ddb: Any, name: str, region: str, now: datetime, max_age_hours: int) -> tuple[bool, str]:
     try:
-        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+        pitr = pitr_status(ddb, name)
     except ClientError as exc:
         if error_code(exc) in ("TableNotFoundException", "ResourceNotFoundException"):
             return True, f"will be created in {region}"
         raise
-    if backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED":
+    if pitr == "ENABLED":
         return True, f"point-in-time recovery is enabled in {region}"
     oldest = now - timedelta(hours=max_age_hours)
     kwargs: dict[str, Any] = {"TableName": name, "TimeRangeLowerBound": oldest}

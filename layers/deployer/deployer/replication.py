@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from deployer.aws import TargetSession, error_code, transient_errors
 from deployer.checks import CheckResult, put_test_item, run_check, validation_key
 from deployer.errors import PlanRejected, ProvisioningFailed
-from deployer.resources import Action, ResourcePlan, WaitConfig, provisioning
+from deployer.resources import Action, ResourcePlan, WaitConfig, pitr_status, provisioning
 from deployer.spec import Bucket, EnvironmentSpec, Table
 
 ReplicationKind = Literal["bucket-replication", "table-replica"]
@@ -225,14 +225,11 @@ def read_replica_backups(regional: Callable[[str], Any], table: Table, spec: Env
     for replica_region in spec.replica_regions_of(table):
         with transient_errors():
             try:
-                backups = regional(replica_region).describe_continuous_backups(TableName=table.name)
+                found[replica_region] = pitr_status(regional(replica_region), table.name)
             except ClientError as exc:
                 if error_code(exc) not in ("TableNotFoundException", "ResourceNotFoundException"):
                     raise
                 found[replica_region] = None
-                continue
-        description = backups["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
-        found[replica_region] = description.get("PointInTimeRecoveryStatus", "DISABLED")
     return found
 
 

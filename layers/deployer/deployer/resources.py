@@ -149,6 +149,12 @@ def _or_default(read: Callable[[], Any], default: Any) -> Any:
         raise
 
 
+def pitr_status(ddb: Any, name: str) -> str:
+    """A table's point-in-time recovery status (ENABLED, DISABLED, ...) in ``ddb``'s region; ClientError if none."""
+    backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+    return str(backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus", "DISABLED"))
+
+
 def read_table(ddb: Any, name: str) -> dict[str, Any] | None:
     """Actual state of a table, or None if it does not exist."""
     with transient_errors():
@@ -163,8 +169,7 @@ def read_table(ddb: Any, name: str) -> dict[str, Any] | None:
             k["KeyType"]: {"name": k["AttributeName"], "type": types[k["AttributeName"]]} for k in desc["KeySchema"]
         }
         ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
-        pitr = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED"
+        pitr = pitr_status(ddb, name) == "ENABLED"
         tags: dict[str, str] = {}
         kwargs: dict[str, Any] = {"ResourceArn": desc["TableArn"]}
         while True:
