@@ -252,7 +252,10 @@ PROBE_HANDLER = textwrap.dedent(
             time.sleep(event["seconds"])
             return "woke"
         if action == "touch":
-            pathlib.Path(event["path"]).write_text(context.function_name)
+            # Written beside, then renamed: the file appears with its text, never empty.
+            partial = pathlib.Path(event["path"] + ".partial")
+            partial.write_text(context.function_name)
+            partial.replace(event["path"])
             return "touched"
         if action == "raise":
             raise Kaboom(event["message"])
